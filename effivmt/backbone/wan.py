@@ -1,0 +1,142 @@
+"""Load Wan 2.1 from a local diffusers-format folder, or build the tiny embedded default.
+
+``load_wan(None)`` gives the tiny random model (runs anywhere, used by tests and the quickstart);
+``load_wan("/models/Wan2.1-T2V-1.3B-Diffusers")`` loads real weights. No hub access is ever made.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from effivmt.errors import ModelFolderError
+
+Variant = Literal["t2v", "i2v"]
+PIPELINES = {"t2v": "WanPipeline", "i2v": "WanImageToVideoPipeline"}
+_REQUIRED = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"bf16"`` / ``"fp32"`` / ``torch.bfloat16`` -> ``torch.dtype``."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ModelFolderError(f"unknown dtype {dtype!r}", f"use one of {sorted(_DTYPES)}") from None
+
+
+@dataclass
+class WanComponents:
+    """The parts of a Wan 2.1 pipeline; ``image_encoder``/``image_processor`` only for I2V."""
+
+    transformer: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+    image_encoder: Any = None
+    image_processor: Any = None
+    variant: Variant = "t2v"
+    source: str = "tiny"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The pipeline components (what ``WanPipeline(**...)`` takes)."""
+        skip = {"variant", "source"} | ({"image_encoder", "image_processor"} if self.variant == "t2v" else set())
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+    def pipeline(self):
+        """A stock diffusers ``WanPipeline`` / ``WanImageToVideoPipeline`` over these components."""
+        import diffusers
+
+        return getattr(diffusers, PIPELINES[self.variant])(**self.as_dict())
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Save in the diffusers folder layout that :func:`load_wan` reads back."""
+        self.pipeline().save_pretrained(str(path))
+        return Path(path)
+
+
+def check_wan_folder(path: str | Path) -> tuple[Path, Variant]:
+    """Return ``(path, variant)`` if ``path`` is a diffusers-format Wan 2.1 folder, else raise one clear error."""
+    path = Path(path).expanduser()
+    hint = "give a diffusers-format Wan 2.1 folder (e.g. Wan2.1-T2V-1.3B-Diffusers) or leave model.path empty"
+    if not path.is_dir():
+        raise ModelFolderError(f"model folder {path} does not exist", hint)
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise ModelFolderError(f"{path} is not a diffusers model folder: model_index.json is missing", hint)
+    try:
+        meta = json.loads(index.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelFolderError(f"{index} is not valid JSON ({err.msg})", hint) from None
+    cls = meta.get("_class_name", "")
+    variant = next((v for v, name in PIPELINES.items() if name == cls), None)
+    if variant is None:
+        raise ModelFolderError(f"{path} holds a {cls or 'unknown'} pipeline, not a Wan 2.1 one", hint)
+    missing = [name for name in _REQUIRED if not (path / name).is_dir()]
+    if missing:
+        raise ModelFolderError(f"{path} is missing the Wan component folder(s): {', '.join(missing)}", hint)
+    tcfg = path / "transformer" / "config.json"
+    if not tcfg.is_file() or json.loads(tcfg.read_text()).get("_class_name") != "WanTransformer3DModel":
+        raise ModelFolderError(f"{path}/transformer is not a WanTransformer3DModel", hint)
+    return path, variant
+
+
+def load_wan(
+    path: str | Path | None = None,
+    *,
+    variant: Variant = "t2v",
+    dtype: str | torch.dtype = "fp32",
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> WanComponents:
+    """Load Wan 2.1 components.
+
+    Args:
+        path: a local diffusers-format folder; ``None`` builds the tiny embedded model.
+        variant: ``"t2v"`` or ``"i2v"``; for a folder, it is read from ``model_index.json``.
+        dtype: dtype of the transformer and text encoder; the VAE stays in float32 (Wan's own advice).
+        device: where the modules go.
+        seed: seed of the tiny model (ignored for a folder).
+    """
+    torch_dtype = resolve_dtype(dtype)
+    if path is None:
+        from effivmt.backbone.tiny import build_tiny_components
+
+        parts = build_tiny_components(variant, seed=seed)
+        source = "tiny"
+    else:
+        folder, variant = check_wan_folder(path)
+        meta = json.loads((folder / "model_index.json").read_text())
+        parts = {}
+        for name, spec in meta.items():
+            if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+                continue
+            library, class_name = spec
+            cls = getattr(importlib.import_module(library), class_name)
+            kwargs: dict[str, Any] = {"subfolder": name}
+            if hasattr(cls, "dtype") and name in ("transformer", "text_encoder", "image_encoder"):
+                kwargs["torch_dtype"] = torch_dtype
+            try:
+                parts[name] = cls.from_pretrained(str(folder), **kwargs)
+            except (OSError, ValueError) as err:
+                raise ModelFolderError(f"cannot load {name} from {folder}: {err}".split("\n")[0]) from err
+        source = str(folder)
+    for name, module in parts.items():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        # The VAE stays float32; folders were loaded in torch_dtype already (which keeps Wan's fp32 modules).
+        target = torch_dtype if path is None and name in ("transformer", "text_encoder", "image_encoder") else None
+        if target is not None and target != module.dtype:
+            module.to(dtype=target)
+        if torch.device(device) != module.device:
+            module.to(device=device)
+    return WanComponents(**parts, variant=variant, source=source)
