@@ -18,7 +18,7 @@ from typing import Any
 #: subcommand -> "module:function". Only this module knows every command (litgpt's PARSER_DATA).
 SUBCOMMANDS: dict[str, str] = {
     "run": "effivmt.run:run",
-    "heads": "effivmt.run:heads",
+    "heads": "effivmt.run:classify",
     "export": "effivmt.lora.export:export",
     "generate": "effivmt.generate:generate",
     "transfer": "effivmt.omnitransfer.transfer:transfer",
@@ -46,10 +46,7 @@ def build_parser():
         fn = resolve(target)
         doc = (fn.__doc__ or "").strip().split("\n")[0]
         sub = ArgumentParser(description=fn.__doc__, exit_on_error=True)
-        if name == "run":
-            sub.add_argument("recipe", action=ActionConfigFile, help="a YAML recipe (see recipes/)")
-        else:
-            sub.add_argument("--config", action=ActionConfigFile, help="a YAML file with these arguments")
+        sub.add_argument("--config", action=ActionConfigFile, help="a YAML file with these arguments (a recipe)")
         sub.add_function_arguments(fn, fail_untyped=False, sub_configs=True)
         subcommands.add_subcommand(name, sub, help=doc)
     return parser
@@ -66,16 +63,25 @@ def _configure_logging(debug: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``effivmt`` console script and ``python -m effivmt``."""
     from effivmt.errors import EffivmtError
+    from effivmt.manifest import RESOLVED_CONFIG
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    # `effivmt run RECIPE ...` is `effivmt run --config RECIPE ...` (ActionConfigFile cannot be positional)
+    if "run" in argv:
+        i = argv.index("run")
+        if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            argv[i + 1 : i + 2] = ["--config", argv[i + 1]]
     _configure_logging(debug)
     try:
         parser = build_parser()
         cfg = parser.parse_args(argv)
         name = cfg.subcommand
         init = parser.instantiate_classes(cfg)[name]
-        kwargs = {k: v for k, v in init.items() if k not in ("config", "recipe", "__path__")}
+        kwargs = {k: v for k, v in init.items() if k not in ("config", "__path__")}
+        sub_cfg = cfg[name].clone()
+        sub_cfg.pop("config", None)
+        RESOLVED_CONFIG.set(parser._subcommands_action._name_parser_map[name].dump(sub_cfg, skip_none=False))
         resolve(SUBCOMMANDS[name])(**kwargs)
     except EffivmtError as err:
         if debug:

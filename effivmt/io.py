@@ -28,6 +28,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise EffivmtError(f"cannot write to {path.parent}: {err.strerror}", "choose a writable --out folder") from err
     os.close(fd)
     tmp_path = Path(tmp)
+    _default_mode(tmp_path, 0o666)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -37,6 +38,13 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _default_mode(path: Path, base: int) -> None:
+    """mkstemp/mkdtemp create 0600/0700 entries; give them the mode a plain ``open`` would (umask applied)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, base & ~umask)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -59,6 +67,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    _default_mode(tmp, 0o777)
     try:
         yield tmp
         if path.exists():

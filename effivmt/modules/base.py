@@ -1,0 +1,107 @@
+"""What every LoRA training stage shares: adapter-only checkpoints, per-step RNG, logging.
+
+A stage module wraps the (already loaded) Wan transformer; only one named adapter is trainable.
+Checkpoints hold that adapter's tensors (``strict_loading=False``), so they weigh megabytes, not the
+whole DiT, and resume restores adapter, optimizer and step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from effivmt.lora import set_trainable_adapter
+from effivmt.modules.flow import add_noise, sample_sigmas, timesteps_from_sigmas, velocity_target
+
+
+def default_optimizer(params) -> torch.optim.Optimizer:
+    """AdamW, lr 1e-4, weight decay 0.1 (the released EffiVMT defaults)."""
+    return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.1)
+
+
+class WanLoraModule(L.LightningModule):
+    """Base of the spatial and temporal stages.
+
+    Args:
+        transformer: Wan transformer carrying the head-group adapters.
+        adapter: name of the adapter this stage trains (``"spatial"`` / ``"temporal"``).
+        active_adapters: adapters switched on in the forward pass (frozen ones included).
+        optimizer: optimizer factory over the trainable parameters.
+        lr_scheduler: optional scheduler factory.
+        shift: Wan's timestep shift for sampling noise levels.
+        seed: base seed of the per-step generator.
+        gradient_checkpointing: recompute Wan blocks in the backward pass (saves activation memory).
+    """
+
+    def __init__(
+        self,
+        transformer,
+        adapter: str,
+        active_adapters: list[str],
+        optimizer: OptimizerCallable = default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        shift: float = 3.0,
+        seed: int = 0,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.adapter = adapter
+        self.active_adapters = active_adapters
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.shift = shift
+        self.seed = seed
+        self.gradient_checkpointing = gradient_checkpointing
+        self.strict_loading = False
+
+    # -- model state -------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Freeze all but this stage's adapter; idempotent (Lightning may call it more than once)."""
+        from effivmt.lora import set_adapter_scales
+
+        set_adapter_scales(self.transformer, dict.fromkeys(self.active_adapters, 1.0))
+        set_trainable_adapter(self.transformer, self.adapter)
+        if self.gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.transformer.parameters() if p.requires_grad]
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Only this stage's adapter tensors: checkpoints stay small and never hold base weights."""
+        full = super().state_dict(*args, **kwargs)
+        tag = f".{self.adapter}."
+        return {k: v for k, v in full.items() if "lora_" in k and tag in k}
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.trainable_parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+
+    # -- per-step randomness -----------------------------------------------------------------------------------
+    def step_generator(self) -> torch.Generator:
+        """A generator seeded by (seed, global step, rank): resumed runs replay the same draws."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank)
+
+    def noisy_pair(
+        self, x0: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x_t, t, v)`` for clean latents ``x0`` (DESIGN.md, "Flow matching")."""
+        sigma = sample_sigmas(x0.shape[0], self.shift, generator)
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        return add_noise(x0, noise, sigma), timesteps_from_sigmas(sigma).to(x0.device), velocity_target(x0, noise)
+
+    def predict_velocity(self, xt: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        dtype = self.transformer.dtype
+        return self.transformer(xt.to(dtype), t, embeds.to(dtype), return_dict=False)[0]
+
+    # -- logging ------------------------------------------------------------------------------------------------
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad.detach().float().norm() for p in self.trainable_parameters() if p.grad is not None]
+        if grads:
+            self.log("train/grad_norm", torch.stack(grads).norm(), on_step=True, prog_bar=False)

@@ -1,0 +1,108 @@
+"""Reference Latent Construction: the ``2n + 4`` channel inputs of the target and reference branches.
+
+Wan 2.1 I2V's transformer reads ``l ∈ R^{f×h×w×(2n+4)}`` (paper, "Method"), concatenated in the channel order
+``WanImageToVideoPipeline`` uses: ``[noisy latent z_t (n), mask m (4), condition latent c (n)]``. The mask has
+4 channels because the VAE packs 4 frames into one latent frame; 1 marks a given frame, 0 a generated one.
+
+* target: ``[z_t, m, c]`` with ``c = VAE([first frame, zeros...])`` and ``m = 1`` on the first frame only,
+  exactly what the stock pipeline builds;
+* reference: ``[z_ref, 1, flag]``: the *clean* reference latent, an all-ones mask (every frame is given) and,
+  in the condition slot, the constant task flag (-1 temporal, -2 ID, -3 style; :class:`TaskConfig`).
+
+Latents are normalised as in the pipeline: ``(z - latents_mean) / latents_std``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from effivmt.omnitransfer.tasks import TaskConfig
+
+
+def _stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wan VAE ``latents_mean`` and ``latents_std`` as ``(1, n, 1, 1, 1)`` tensors."""
+    z = vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean, dtype=like.dtype, device=like.device).view(1, z, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, dtype=like.dtype, device=like.device).view(1, z, 1, 1, 1)
+    return mean, std
+
+
+@torch.no_grad()
+def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
+    """Video ``(B, 3, F, H, W)`` in ``[-1, 1]`` -> normalised latent ``(B, n, 1 + (F-1)/4, H/8, W/8)``.
+
+    Uses the posterior mode (``sample_mode="argmax"``, as the pipeline does for its condition latent) so the
+    same clip always gives the same latent.
+    """
+    param = next(vae.parameters())
+    latent = vae.encode(video.to(param.device, param.dtype)).latent_dist.mode().float()
+    mean, std = _stats(vae, latent)
+    return (latent - mean) / std
+
+
+@torch.no_grad()
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latent ``(B, n, f, h, w)`` -> video ``(B, 3, F, H, W)`` in ``[-1, 1]``."""
+    param = next(vae.parameters())
+    mean, std = _stats(vae, latents.float())
+    video = vae.decode((latents.float() * std + mean).to(param.device, param.dtype), return_dict=False)[0]
+    return video.float().clamp(-1, 1)
+
+
+def first_frame_mask(batch: int, num_frames: int, latent_hw: tuple[int, int], temporal: int = 4) -> torch.Tensor:
+    """The I2V mask ``m`` ``(B, temporal, f, h, w)``: 1 where a pixel frame is given (the first), else 0.
+
+    Mirrors ``WanImageToVideoPipeline.prepare_latents``: the first frame's mask is repeated ``temporal`` times so
+    that ``1 + (F - 1)`` pixel-frame masks fold into ``f = 1 + (F-1)/temporal`` latent frames of ``temporal`` each.
+    """
+    h, w = latent_hw
+    mask = torch.ones(batch, 1, num_frames, h, w)
+    mask[:, :, 1:] = 0
+    mask = torch.cat([mask[:, :, :1].repeat_interleave(temporal, dim=2), mask[:, :, 1:]], dim=2)
+    return mask.view(batch, -1, temporal, h, w).transpose(1, 2)
+
+
+@torch.no_grad()
+def target_condition(vae, first_frame: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """``[m, c]`` ``(B, 4 + n, f, h, w)`` for the target: mask and latent of ``[first frame, zeros...]``.
+
+    Args:
+        vae: the Wan VAE.
+        first_frame: ``(B, 3, H, W)`` in ``[-1, 1]``.
+        num_frames: pixel frames of the target (``1 + 4k``).
+    """
+    b, _, h, w = first_frame.shape
+    video = torch.cat([first_frame[:, :, None], first_frame.new_zeros(b, 3, num_frames - 1, h, w)], dim=2)
+    cond = encode_video(vae, video)
+    temporal = 2 ** sum(vae.config.temperal_downsample)  # 4 for Wan 2.1 (sic: diffusers' spelling)
+    mask = first_frame_mask(b, num_frames, cond.shape[-2:], temporal).to(cond)
+    return torch.cat([mask, cond], dim=1)
+
+
+def target_input(noisy: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    """Target branch input ``l_tgt = [z_t, m, c]`` ``(B, 2n + 4, f, h, w)`` (Wan I2V channel order)."""
+    return torch.cat([noisy, condition.to(noisy)], dim=1)
+
+
+def reference_input(
+    latent: torch.Tensor, task: str | Sequence[str], config: TaskConfig | None = None, mask_channels: int = 4
+) -> torch.Tensor:
+    """Reference branch input ``l_ref = [z_ref, 1, flag]`` ``(B, 2n + 4, f, h, w)``.
+
+    Args:
+        latent: clean normalised reference latent ``(B, n, f, h, w)`` (from :func:`encode_video`).
+        task: the task this reference serves (or one per batch item); its flag fills the ``n`` condition channels.
+        config: task flags; default :class:`TaskConfig`.
+        mask_channels: mask width of the backbone (``in_channels - 2n``; 4 for Wan 2.1 I2V).
+    """
+    config = config or TaskConfig()
+    b, _, f, h, w = latent.shape
+    mask = latent.new_ones(b, mask_channels, f, h, w)
+    tasks = [task] * b if isinstance(task, str) else list(task)
+    if len(tasks) != b:
+        raise ValueError(f"{len(tasks)} tasks for a batch of {b}")
+    values = torch.tensor([float(config.flags[t]) for t in tasks], dtype=latent.dtype, device=latent.device)
+    flag = values.view(b, 1, 1, 1, 1).expand_as(latent)
+    return torch.cat([latent, mask, flag], dim=1)

@@ -1,0 +1,195 @@
+"""Stage execution for ``effivmt run``: Lightning trainers, skip/resume, adapters on disk, the summary.
+
+``run.py`` holds the command's signature; this module holds what it does, so each piece stays small.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from effivmt.args import GenerateArgs, HeadsArgs, StageArgs, TemporalArgs, TrainerArgs
+from effivmt.data.cache import ClipCache, ClipDataModule, build_clip_cache
+from effivmt.errors import EffivmtError
+from effivmt.lora import HeadGroupLoraConfig
+from effivmt.manifest import RunManifest
+
+log = logging.getLogger("effivmt")
+
+
+def make_predict_trainer(args: TrainerArgs) -> L.Trainer:
+    """A trainer for forward-only passes (head classification): no logger, no checkpoints."""
+    return L.Trainer(
+        accelerator=args.accelerator, devices=1, precision=args.precision, logger=False,
+        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=args.progress_bar,
+    )
+
+
+def make_trainer(args: TrainerArgs, stage: StageArgs, out: Path, name: str) -> L.Trainer:
+    """The Lightning trainer of one LoRA stage: TensorBoard under ``logs/<name>``, ``checkpoints/<name>/last.ckpt``."""
+    checkpoint = ModelCheckpoint(
+        dirpath=out / "checkpoints" / name, filename="step{step:06d}", auto_insert_metric_name=False,
+        save_last=True, save_top_k=1, every_n_train_steps=stage.checkpoint_every,
+    )
+    return L.Trainer(
+        max_steps=stage.max_steps, accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
+        strategy=args.strategy, precision=args.precision,
+        logger=TensorBoardLogger(save_dir=out / "logs", name=name, version="", default_hp_metric=False),
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        log_every_n_steps=stage.log_every, accumulate_grad_batches=stage.accumulate_grad_batches,
+        enable_model_summary=False, num_sanity_val_steps=0, enable_progress_bar=args.progress_bar,
+        default_root_dir=out, max_epochs=-1,
+    )
+
+
+def train_stage(
+    name: str,
+    module: L.LightningModule,
+    cache: ClipCache,
+    stage: StageArgs,
+    trainer_args: TrainerArgs,
+    out: Path,
+) -> None:
+    """Fit ``module`` for ``stage.max_steps`` steps, resuming from ``last.ckpt`` when one exists."""
+    last = out / "checkpoints" / name / "last.ckpt"
+    if last.exists():
+        log.info(f"{name}: resuming from {last}")
+    log.info(f"stage {name}: {stage.max_steps} steps")
+    trainer = make_trainer(trainer_args, stage, out, name)
+    datamodule = ClipDataModule(cache, stage.max_steps * stage.accumulate_grad_batches)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    loss = trainer.callback_metrics.get("train/loss")
+    if loss is not None and not torch.isfinite(loss):
+        raise EffivmtError(f"{name}: the loss became {loss.item()}", f"lower {name}.optimizer's lr; last good "
+                           f"checkpoint kept in {last.parent}")
+
+
+def _offload(components, device: str) -> None:
+    """Move the frozen VAE and text encoder (only needed for caching and generation) to ``device``."""
+    for part in (components.vae, components.text_encoder):
+        part.to(device)
+
+
+def run_stages(
+    out: Path,
+    manifest: RunManifest,
+    selected: list[str],
+    frames: torch.Tensor,
+    components,
+    clip: Path,
+    clip_prompt: str,
+    prompt: str,
+    heads_args: HeadsArgs,
+    lora: HeadGroupLoraConfig,
+    spatial: StageArgs,
+    temporal: TemporalArgs,
+    generate: GenerateArgs,
+    trainer_args: TrainerArgs,
+    seed: int,
+) -> Path:
+    """Run the selected stages in order, skipping those already done; returns the run folder."""
+    from effivmt.heads import HeadScores
+    from effivmt.lora import adapter_names, add_head_group_adapter, load_peft_adapter, save_peft_adapter
+    from effivmt.modules.spatial import SpatialLoRAModule
+    from effivmt.modules.temporal import TemporalLoRAModule
+    from effivmt.run import _classify
+
+    transformer = components.transformer
+    # 1. head labels
+    heads_json = out / "heads.json"
+    if heads_json.exists() and "heads" not in selected or manifest.done("heads") and heads_json.exists():
+        import json
+
+        scores = HeadScores.from_json(json.loads(heads_json.read_text()))
+        log.info("heads: reusing heads.json")
+    else:
+        with manifest.stage("heads"):
+            scores = _classify(out, frames, components, clip_prompt, heads_args, trainer_args, clip)
+    n_spatial, n_temporal = scores.counts()
+    manifest.record("heads", spatial=n_spatial, temporal=n_temporal)
+
+    # 2. latents and prompt embeddings, once per clip
+    cache_path = out / "cache" / "clip.safetensors"
+    if cache_path.exists():
+        cache = ClipCache.load(cache_path)
+    else:
+        cache = build_clip_cache(components, frames, clip_prompt)
+        cache.save(cache_path)
+
+    stage_settings = {"spatial": spatial, "temporal": temporal}
+    counts = {"spatial": n_spatial, "temporal": n_temporal}
+    for name in ("spatial", "temporal"):
+        folder = out / "adapters" / name
+        if folder.exists():
+            load_peft_adapter(transformer, folder, name)
+            log.info(f"{name}: reusing {folder}")
+            continue
+        if name not in selected:
+            continue
+        with manifest.stage(name):
+            if counts[name] == 0:
+                log.warning(f"{name}: no {name} heads at alpha {scores.alpha}; stage skipped, no {name} adapter")
+                continue
+            add_head_group_adapter(transformer, name, scores.labels, name, lora)
+            settings = stage_settings[name]
+            common = dict(optimizer=settings.optimizer, lr_scheduler=settings.lr_scheduler, shift=settings.shift,
+                          seed=seed, gradient_checkpointing=trainer_args.gradient_checkpointing,
+                          active_adapters=adapter_names(transformer))
+            if name == "spatial":
+                module = SpatialLoRAModule(transformer, **common)
+            else:
+                module = TemporalLoRAModule(transformer, sampler=temporal.sampler,
+                                            motion_weight=temporal.motion_weight,
+                                            position_mode=temporal.position_mode, **common)
+            if settings.max_steps > 0:
+                _offload(components, "cpu")
+                train_stage(name, module, cache, settings, trainer_args, out)
+            save_peft_adapter(transformer, name, folder)
+        shutil.rmtree(out / "checkpoints" / name, ignore_errors=True)
+
+    trained = adapter_names(transformer)
+    if "export" in selected and trained:
+        from effivmt.lora import export_lora
+
+        scales = {"spatial": generate.scale_spatial, "temporal": generate.scale_temporal}
+        with manifest.stage("export"):
+            export_lora(out, "diffusers", scales={n: scales[n] for n in trained}, merge=True, names=trained,
+                        out=out / "adapters" / "pytorch_lora_weights.safetensors")
+
+    if "generate" in selected:
+        from effivmt.generate import render, sample_name
+
+        device = "cuda" if torch.cuda.is_available() and trainer_args.accelerator in ("auto", "gpu", "cuda") else "cpu"
+        _offload(components, device)
+        target = out / "samples" / sample_name(prompt, generate.seed)
+        with manifest.stage("generate"):
+            render(components, prompt, target, generate, num_frames=frames.shape[1], height=frames.shape[2],
+                   width=frames.shape[3], device=device)
+        manifest.record("generate", path=str(target))
+
+    print_summary(out, manifest)
+    return out
+
+
+def print_summary(out: Path, manifest: RunManifest) -> None:
+    """Where each output lies, per-stage times, the TensorBoard command and the head split."""
+    stages = manifest.data["stages"]
+    lines = [f"effivmt run finished: {out}"]
+    if "heads" in stages:
+        h = stages["heads"]
+        lines.append(f"  heads     {h.get('spatial', '?')} spatial / {h.get('temporal', '?')} temporal   "
+                     f"{out / 'heads.json'}, {out / 'heads.png'}")
+    for name in ("heads", "spatial", "temporal", "export", "generate"):
+        if name in stages and "wall_s" in stages[name]:
+            lines.append(f"  {name:<9} {stages[name]['wall_s']:>8.1f} s  ({stages[name].get('status')})")
+    lines.append(f"  adapters  {out / 'adapters'}")
+    if "path" in stages.get("generate", {}):
+        lines.append(f"  sample    {stages['generate']['path']}")
+    lines.append(f"  logs      tensorboard --logdir {out / 'logs'}")
+    print("\n".join(lines), flush=True)
