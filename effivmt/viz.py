@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap, TwoSlopeNorm
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from effivmt.attention.inspect import frame_mass
@@ -156,7 +157,7 @@ def attention_map_figure(
     frames: np.ndarray | torch.Tensor | None = None,
     title: str | None = None,
     cmap: str = "magma",
-    overlay_alpha: float = 0.6,
+    overlay_alpha: float = 0.75,
 ) -> Figure:
     """One attention row drawn over the clip: one panel per latent frame, the query marked.
 
@@ -174,7 +175,7 @@ def attention_map_figure(
             the attention is overlaid on the pixel frame under each latent frame.
         title: figure title.
         cmap: colour map of the attention.
-        overlay_alpha: opacity of the attention over the frames.
+        overlay_alpha: opacity of the attention over the frames where it is largest (a quarter of it at zero).
     """
     f, h, w = (int(v) for v in grid)
     values = _np(row).reshape(-1)
@@ -200,7 +201,7 @@ def attention_map_figure(
     fig = Figure(figsize=(cols * panel + 0.8, rows * panel * aspect + 0.9), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
     vmax = max(float(values.max()), 1e-12)
-    image = None
+    norm = Normalize(0.0, vmax)
     for i, ax in enumerate(axes):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -209,8 +210,11 @@ def attention_map_figure(
             continue
         if pixels is not None:
             ax.imshow(pixels[_pixel_frame(i, f, pixels.shape[0])], extent=extent)
-        image = ax.imshow(values[i], cmap=cmap, vmin=0.0, vmax=vmax, extent=extent, interpolation="nearest",
-                          alpha=overlay_alpha if pixels is not None else 1.0)
+            # Opacity grows with the attention, so the clip stays visible where the head does not look.
+            opacity = overlay_alpha * (0.25 + 0.75 * np.clip(values[i] / vmax, 0.0, 1.0))
+        else:
+            opacity = None
+        ax.imshow(values[i], cmap=cmap, norm=norm, extent=extent, interpolation="nearest", alpha=opacity)
         cx, cy = (qx + 0.5) * sx, (qy + 0.5) * sy
         if i == qf:
             ax.plot(cx, cy, marker="x", color="cyan", markersize=9, markeredgewidth=2.5)
@@ -220,8 +224,7 @@ def attention_map_figure(
         else:
             ax.plot(cx, cy, marker="o", markerfacecolor="none", color="cyan", markersize=8, markeredgewidth=1.5)
         ax.set_title(f"frame {i}{' (query)' if i == qf else ''}\nmass {masses[i]:.2f}", fontsize=8)
-    if image is not None:
-        fig.colorbar(image, ax=axes.tolist(), shrink=0.8, label="attention")
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes.tolist(), shrink=0.8, label="attention")
     fig.suptitle(title or f"query token (frame {qf}, y {qy}, x {qx})", fontsize=10)
     return fig
 
@@ -296,7 +299,7 @@ def noise_level_figure(
     if alpha is None:
         alpha = 1.25 if rule == "paper" else 1.3
     rows, names = [], []
-    for timestep, scores in sorted(per_timestep.items()):
+    for timestep, scores in sorted(per_timestep.items(), reverse=True):  # high noise on top, as sampling runs
         rows.append(_np(_label_matrix(*_pair(scores), alpha, rule)).reshape(-1))
         names.append(f"t = {timestep}")
     if averaged is not None:
@@ -305,7 +308,7 @@ def noise_level_figure(
     layers, heads = _pair(next(iter(per_timestep.values())))[0].shape
     matrix = np.stack(rows)
     stable = int((matrix == matrix[:1]).all(axis=0).sum())
-    fig = Figure(figsize=(min(max(matrix.shape[1] * 0.28, 4.0), 16.0) + 1.0, 0.45 * len(rows) + 1.4),
+    fig = Figure(figsize=(min(max(matrix.shape[1] * 0.28, 5.5), 16.0) + 1.0, 0.45 * len(rows) + 1.6),
                  layout="constrained")
     ax = fig.subplots()
     ax.imshow(matrix, cmap=ListedColormap([SPATIAL_COLOR, TEMPORAL_COLOR]), vmin=0, vmax=1, aspect="auto",
@@ -317,7 +320,7 @@ def noise_level_figure(
     ax.set_xlabel("layer.head")
     for boundary in range(heads, layers * heads, heads):
         ax.axvline(boundary - 0.5, color="white", linewidth=1.5)
-    ax.set_title(f"Labels per noise level (blue spatial, orange temporal; alpha={alpha:g}): "
+    ax.set_title(f"Labels per noise level (blue spatial, orange temporal; alpha={alpha:g})\n"
                  f"{stable}/{layers * heads} heads keep their label", fontsize=9)
     return fig
 

@@ -129,7 +129,7 @@ def test_noise_level_figure_marks_unstable_heads():
     fig = noise_level_figure({100: (SPATIAL, TEMPORAL), 900: (SPATIAL, flipped)}, averaged=(SPATIAL, TEMPORAL))
     image = fig.axes[0].images[0].get_array()
     assert image.shape == (3, 8)
-    assert image[:, 0].tolist() == [0, 1, 0]
+    assert image[:, 0].tolist() == [1, 0, 0]  # rows: t = 900 (high noise first), t = 100, averaged
     assert "7/8 heads keep their label" in fig.axes[0].get_title()
 
 

@@ -1,0 +1,126 @@
+"""Which parameters each training stage owns, and the weights file that carries them between stages and to inference.
+
+The paper trains in three stages (10K / 2K / 5K steps, lr 1e-5, batch 16): 1. the DiT blocks; 2. the connector
+(with the learnable task queries); 3. everything jointly, the MLLM through LoRA. :data:`STAGE_GROUPS` names the
+groups each stage trains; every other parameter is frozen (``requires_grad=False``) and stays bit-identical.
+
+``omnitransfer.safetensors`` holds every group (what any stage may have changed: DiT blocks, queries,
+connector, MLLM LoRA), with the LoRA rank/alpha in the safetensors metadata, so one file moves a model from
+stage to stage and into ``effivmt transfer --checkpoint``. Lightning ``.ckpt`` files load too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from effivmt.errors import AdapterMismatchError, EffivmtError
+from effivmt.io import atomic_path
+
+#: parameter groups trained by each stage (paper: DiT blocks; connector; joint incl. MLLM LoRA).
+STAGE_GROUPS: dict[int, tuple[str, ...]] = {1: ("dit",), 2: ("connector",), 3: ("dit", "connector", "mllm_lora")}
+WEIGHTS_NAME = "omnitransfer.safetensors"
+
+
+def parameter_groups(model: nn.Module) -> dict[str, dict[str, nn.Parameter]]:
+    """``{"dit": transformer.blocks.*, "connector": aligner.queries + aligner.connector.*, "mllm_lora": ...}``."""
+    groups: dict[str, dict[str, nn.Parameter]] = {"dit": {}, "connector": {}, "mllm_lora": {}}
+    for name, param in model.named_parameters():
+        if name.startswith("transformer.blocks."):
+            groups["dit"][name] = param
+        elif name == "aligner.queries" or name.startswith("aligner.connector."):
+            groups["connector"][name] = param
+        elif name.startswith("aligner.mllm.") and "lora_" in name:
+            groups["mllm_lora"][name] = param
+    return groups
+
+
+def set_stage_trainable(model: nn.Module, stage: int) -> list[nn.Parameter]:
+    """Freeze everything, then unfreeze the groups of ``stage``; return the trainable parameters.
+
+    Raises:
+        EffivmtError: an unknown stage, or a stage whose groups are empty (stage 2/3 without an aligner).
+    """
+    if stage not in STAGE_GROUPS:
+        raise EffivmtError(f"unknown OmniTransfer stage {stage}", "use 1 (DiT), 2 (connector) or 3 (joint)")
+    groups = parameter_groups(model)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    trainable = []
+    for group in STAGE_GROUPS[stage]:
+        if not groups[group] and group != "mllm_lora":
+            raise EffivmtError(f"stage {stage} trains '{group}', which this model does not have",
+                               "stages 2 and 3 need the MLLM aligner (use_mllm: true)")
+        for param in groups[group].values():
+            param.requires_grad_(True)
+            trainable.append(param)
+    return trainable
+
+
+def weights_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every group's tensors (``dit``, ``connector``, ``mllm_lora``), detached, on the CPU, contiguous."""
+    return {
+        name: param.detach().cpu().contiguous()
+        for group in parameter_groups(model).values()
+        for name, param in group.items()
+    }
+
+
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, object] | None = None) -> Path:
+    """Write :func:`weights_state` as safetensors, atomically; ``metadata`` (e.g. LoRA rank/alpha) goes in the header."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    meta = {"format": "omnitransfer", **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
+    with atomic_path(path) as tmp:
+        save_file(weights_state(model), str(tmp), metadata=meta)
+    return path
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    """Tensors and metadata of an ``omnitransfer.safetensors`` or a Lightning ``.ckpt`` of the training module."""
+    path = Path(path)
+    if not path.is_file():
+        raise EffivmtError(f"checkpoint {path} does not exist", "give the omnitransfer.safetensors a stage wrote")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k != "format"}
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt.get("state_dict", ckpt)
+    hparams = ckpt.get("hyper_parameters", {}) or {}
+    meta = {k: hparams[k] for k in ("lora_rank", "lora_alpha") if k in hparams}
+    return {k.removeprefix("model."): v for k, v in state.items()}, meta
+
+
+def load_weights(model: nn.Module, path: str | Path) -> dict[str, object]:
+    """Load a weights file into ``model`` (adding the MLLM LoRA first if the file has one); returns its metadata.
+
+    Raises:
+        AdapterMismatchError: keys the model lacks (e.g. connector weights but no aligner) or shape mismatches.
+    """
+    state, meta = read_weights(path)
+    aligner = getattr(model, "aligner", None)
+    if any(".lora_" in k for k in state) and aligner is not None:
+        rank = next(v.shape[0] for k, v in state.items() if "lora_A" in k)
+        aligner.add_lora(rank=int(meta.get("lora_rank", rank)), alpha=int(meta.get("lora_alpha", rank)))
+    own = dict(model.named_parameters())
+    missing = [k for k in state if k not in own]
+    if missing:
+        hint = "load it with the MLLM enabled" if any(k.startswith("aligner.") for k in missing) else None
+        raise AdapterMismatchError(f"{path} has {len(missing)} tensor(s) this model lacks, e.g. {missing[0]}", hint)
+    for key, value in state.items():
+        if own[key].shape != value.shape:
+            raise AdapterMismatchError(
+                f"{path}: {key} has shape {tuple(value.shape)}, the model {tuple(own[key].shape)}",
+                "the checkpoint was trained on another backbone size",
+            )
+    with torch.no_grad():
+        for key, value in state.items():
+            own[key].copy_(value.to(own[key].dtype))
+    return meta

@@ -1,0 +1,166 @@
+"""``OmniTransferModule``: one LightningModule for the paper's three training stages.
+
+A training step (paper, "Method"; DESIGN.md, "Flow matching (Wan)"):
+
+1. encode the target clip ``x0`` and its first frame (condition ``[m, c]``, CLIP image) with the frozen VAE/CLIP;
+2. build the reference branch (``[z_ref, 1, flag]``, prompt-free UMT5 text, own CLIP image) and record its
+   keys/values (``t = 0``, positions shifted by the task offset);
+3. the target context: UMT5(prompt) in stage 1, aligned MLLM features (queries -> connector) in stages 2-3;
+4. draw ``s`` with Wan's shift, ``x_t = (1 - s) x0 + s eps``, ``t = 1000 s``; predict ``v`` for the target tokens
+   only and regress ``v = eps - x0`` (the reference tokens produce no output and take no loss).
+
+Only the stage's parameter groups (:data:`~effivmt.omnitransfer.checkpoint.STAGE_GROUPS`) have
+``requires_grad``; the optimizer sees nothing else, so every other weight stays bit-identical.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+
+from effivmt.modules.flow import add_noise, denoising_loss, sample_sigmas, timesteps_from_sigmas, velocity_target
+from effivmt.omnitransfer.checkpoint import load_weights, parameter_groups, set_stage_trainable, weights_state
+from effivmt.omnitransfer.pipeline import OmniTransferPipeline
+from effivmt.omnitransfer.reference import encode_video, target_input
+from effivmt.omnitransfer.tasks import TaskConfig
+
+
+def default_optimizer(params) -> torch.optim.Optimizer:
+    """AdamW at the paper's lr 1e-5, no weight decay (the paper does not state one)."""
+    return torch.optim.AdamW(params, lr=1e-5, weight_decay=0.0)
+
+
+class OmniTransferModule(L.LightningModule):
+    """Train OmniTransfer stage ``stage`` on paired reference/target clips.
+
+    Args:
+        stage: 1 (DiT blocks), 2 (connector + task queries) or 3 (joint: blocks, connector, queries, MLLM LoRA).
+        model_path: Wan 2.1 I2V diffusers folder; ``None``: tiny random model.
+        mllm_path: Qwen2.5-VL folder; ``None``: tiny random Qwen2.5-VL.
+        init_from: weights of the previous stage (``omnitransfer.safetensors`` or ``.ckpt``).
+        tasks: task flags / offsets / templates / queries per task.
+        target_context: ``"auto"`` (UMT5 in stage 1, MLLM after), ``"text"`` or ``"mllm"``.
+        use_mllm: build the aligner at all (``"auto"``: always, so stage-1 weights carry over unchanged).
+        mllm_image_size: frame size the MLLM sees (``None``: 16x16 tiny, 448x448 real).
+        num_reference_frames: reference frames the MLLM reads.
+        lora_rank: MLLM LoRA rank (stage 3).
+        lora_alpha: MLLM LoRA alpha.
+        optimizer: optimizer factory over the stage's parameters.
+        shift: Wan's timestep shift for drawing noise levels.
+        seed: base seed of the per-step noise generator.
+        dtype: Wan/MLLM dtype (``"bf16"`` for real models).
+        gradient_checkpointing: recompute the target branch's blocks in the backward pass.
+    """
+
+    def __init__(
+        self,
+        stage: Literal[1, 2, 3] = 1,
+        model_path: Path | None = None,
+        mllm_path: Path | None = None,
+        init_from: Path | None = None,
+        tasks: TaskConfig | None = None,
+        target_context: Literal["auto", "text", "mllm"] = "auto",
+        mllm_image_size: tuple[int, int] | None = None,
+        num_reference_frames: int = 4,
+        lora_rank: int = 16,
+        lora_alpha: int = 16,
+        optimizer: OptimizerCallable = default_optimizer,
+        shift: float = 3.0,
+        seed: int = 0,
+        dtype: str = "fp32",
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "tasks", "model_path", "mllm_path", "init_from"])  # plain types only
+        self.stage = stage
+        self.paths = (model_path, mllm_path, init_from)
+        self.task_config = tasks or TaskConfig()
+        self.context_source = ("text" if stage == 1 else "mllm") if target_context == "auto" else target_context
+        self.mllm_image_size = mllm_image_size
+        self.num_reference_frames = num_reference_frames
+        self.lora = (lora_rank, lora_alpha)
+        self.optimizer_factory = optimizer
+        self.shift = shift
+        self.seed = seed
+        self.dtype_name = dtype
+        self.gradient_checkpointing = gradient_checkpointing
+        self.pipe: OmniTransferPipeline | None = None
+        self.strict_loading = False
+
+    def configure_model(self) -> None:
+        """Build Wan + MLLM once (idempotent), load the previous stage, add LoRA for stage 3, set trainable groups."""
+        if self.pipe is not None:
+            return
+        model_path, mllm_path, init_from = self.paths
+        self.pipe = OmniTransferPipeline.load(
+            model_path, mllm_path, use_mllm=True, tasks=self.task_config, mllm_image_size=self.mllm_image_size,
+            num_reference_frames=self.num_reference_frames, dtype=self.dtype_name, seed=self.seed,
+        )
+        self.model = self.pipe.model
+        if init_from is not None:
+            load_weights(self.model, init_from)
+        if self.stage == 3:
+            self.model.aligner.add_lora(*self.lora)
+        self.model.transformer.gradient_checkpointing = self.gradient_checkpointing
+        set_stage_trainable(self.model, self.stage)
+
+    def on_fit_start(self) -> None:
+        self.pipe.to(self.device)
+
+    def trainable_names(self) -> list[str]:
+        """Names of the parameters this stage trains."""
+        return [n for n, p in self.model.named_parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------------------------------ training
+    def compute_loss(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Flow-matching loss on the target tokens of one paired batch (see the module docstring)."""
+        pipe, model = self.pipe, self.model
+        target, videos = batch["target"].to(self.device), [r.to(self.device) for r in batch["references"]]
+        tasks, prompts = [tuple(t) for t in batch["tasks"]], list(batch["prompt"])
+        first = target[:, :, 0]
+        x0 = encode_video(pipe.wan.vae, target).to(self.device)
+        cond, image = pipe.encode_first_frame(first, target.shape[2])
+        refs = pipe.prepare_references(videos, tasks, batch.get("reference_prompt"))
+        context = pipe.target_context(first, videos, prompts, refs.tasks, self.context_source)
+        dtype = model.transformer.dtype
+        cast = (lambda x: None if x is None else x.to(dtype))  # noqa: E731
+        branch_trains = any(p.requires_grad for p in model.transformer.parameters())
+        with torch.set_grad_enabled(branch_trains and torch.is_grad_enabled()):
+            record = model.encode_references(
+                [cast(r) for r in refs.inputs], refs.tasks, [cast(c) for c in refs.contexts],
+                [cast(i) for i in refs.images], model.grid(x0),
+            )
+        sigma = sample_sigmas(x0.shape[0], self.shift, generator).to(self.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        x_t = add_noise(x0, noise, sigma)
+        pred = model(cast(target_input(x_t, cond)), timesteps_from_sigmas(sigma), cast(context), cast(image), record)
+        return denoising_loss(pred, velocity_target(x0, noise))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
+        loss = self.compute_loss(batch, generator)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["target"].shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        return self.optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def state_dict(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """Only the trainable groups (DiT blocks, queries, connector, MLLM LoRA): frozen encoders are not saved."""
+        if self.pipe is None:
+            return {}
+        return {f"model.{k}": v for k, v in weights_state(self.model).items()}
+
+    def load_state_dict(self, state_dict, strict: bool = False, assign: bool = False):
+        """Load group tensors (e.g. on resume); tolerates the absence of frozen weights by design."""
+        own = {f"model.{k}": p for g in parameter_groups(self.model).values() for k, p in g.items()}
+        with torch.no_grad():
+            for key, value in state_dict.items():
+                if key in own:
+                    own[key].copy_(value.to(own[key].dtype))
+        return None

@@ -1,0 +1,140 @@
+"""The ``effivmt transfer`` command: zero-shot spatio-temporal transfer from a reference video onto a first frame."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from effivmt.errors import ConfigError, VideoError
+from effivmt.io import write_json_atomic
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+_VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov"}
+
+
+def load_first_frame(path: Path, height: int, width: int) -> torch.Tensor:
+    """An image (or a video's first frame) as ``(1, 3, height, width)`` in ``[-1, 1]``, resized and centre-cropped.
+
+    Raises:
+        VideoError: a missing or unreadable file.
+    """
+    from effivmt.data.video import read_video, resize_center_crop
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"first frame {path} does not exist", "give an image (PNG/JPG) or a video")
+    if path.suffix.lower() in _IMAGE_SUFFIXES:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as img:
+                frames = torch.from_numpy(__import__("numpy").asarray(img.convert("RGB")).copy())[None]
+        except (UnidentifiedImageError, OSError) as err:
+            raise VideoError(f"cannot read image {path}: {err}", "give a PNG or JPG") from None
+    else:
+        frames = read_video(path)[0][:1]
+    frames = resize_center_crop(frames, height, width)
+    return frames.permute(3, 0, 1, 2)[:, 0][None].float().div(127.5).sub(1.0)
+
+
+def transfer(
+    task: str,
+    reference: list[Path],
+    first_frame: Path,
+    prompt: str,
+    out: Path,
+    checkpoint: Path | None = None,
+    model: Path | None = None,
+    mllm: Path | None = None,
+    num_frames: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    steps: int = 40,
+    guidance: float = 5.0,
+    negative_prompt: str = "",
+    seed: int = 0,
+    fps: float = 16.0,
+    reference_prompt: str | None = None,
+    cache_reference: bool = True,
+    use_mllm: bool = True,
+    dtype: str = "fp32",
+    device: str = "cpu",
+) -> Path:
+    """Transfer a reference video's motion, camera, effect, identity or style onto a first frame (OmniTransfer).
+
+    Args:
+        task: ``id``, ``style``, ``effect``, ``camera`` or ``motion``; combine with ``+`` (``id+motion``), one
+            reference video per task, in the same order.
+        reference: reference video(s), one per task.
+        first_frame: the target's first frame (an image, or a video whose first frame is used).
+        prompt: what the target video shows.
+        out: output video (``.mp4``); a ``.json`` beside it records the settings and timings.
+        checkpoint: trained OmniTransfer weights (``omnitransfer.safetensors`` from training, or a ``.ckpt``);
+            without it the model is the untrained backbone (useful only for smoke tests).
+        model: diffusers-format Wan 2.1 I2V folder; empty: the tiny random model.
+        mllm: Qwen2.5-VL folder; empty: the tiny random Qwen2.5-VL.
+        num_frames: target frames, ``1 + 4k`` (default 81, or 9 with the tiny model); references are read at this length.
+        height: target height, multiple of 16 (default 480, or 32 with the tiny model).
+        width: target width, multiple of 16 (default 832, or 32 with the tiny model).
+        steps: denoising steps.
+        guidance: classifier-free guidance scale on the target context (1 disables it).
+        negative_prompt: prompt of the unconditional half of guidance.
+        seed: seed of the initial noise.
+        fps: frame rate references are resampled to and the output is written at (Wan 2.1: 16).
+        reference_prompt: the reference branch's text (default: the task template; never the prompt, so the
+            reference stays independent of the target and is cached once).
+        cache_reference: compute the reference keys/values once per generation (same result, faster).
+        use_mllm: target context from Qwen2.5-VL + connector (``False``: UMT5 of the prompt, as in stage 1).
+        dtype: model dtype (``bf16`` on GPUs).
+        device: ``cpu`` or ``cuda``.
+
+    Returns:
+        ``out``.
+    """
+    from effivmt.data.video import check_frame_count, load_clip, write_video
+    from effivmt.omnitransfer.checkpoint import load_weights
+    from effivmt.omnitransfer.pipeline import OmniTransferPipeline
+    from effivmt.omnitransfer.reference import decode_latents
+    from effivmt.omnitransfer.tasks import parse_tasks
+
+    tasks = parse_tasks(task)
+    references = [reference] if isinstance(reference, str | Path) else list(reference)
+    if len(references) != len(tasks):
+        raise ConfigError(f"{len(tasks)} task(s) ({'+'.join(tasks)}) but {len(references)} reference video(s)",
+                          "pass one --reference per task, in the same order")
+    out = Path(out)
+    if out.suffix.lower() not in _VIDEO_SUFFIXES:
+        raise ConfigError(f"--out must end in .mp4, .mkv or .mov, got {out.name}")
+    tiny = model is None
+    num_frames = check_frame_count(num_frames or (9 if tiny else 81))
+    height, width = height or (32 if tiny else 480), width or (32 if tiny else 832)
+    start = time.perf_counter()
+    pipe = OmniTransferPipeline.load(model, mllm, use_mllm=use_mllm, dtype=dtype, device=device)
+    if checkpoint is not None:
+        load_weights(pipe.model, checkpoint)
+    pipe.model.eval()
+    frame = load_first_frame(first_frame, height, width)
+    videos = [
+        load_clip(r, num_frames=num_frames, height=height, width=width, fps=fps, frame_mode="first", allow_fewer=True)[0][None]
+        for r in references
+    ]
+    loaded = time.perf_counter()
+    latents = pipe.sample(
+        frame, videos, list(tasks), prompt, num_frames=num_frames, negative_prompt=negative_prompt, steps=steps,
+        guidance=guidance, seed=seed, cache_reference=cache_reference, source="mllm" if use_mllm else "text",
+        reference_prompt=reference_prompt,
+    )
+    sampled = time.perf_counter()
+    video = decode_latents(pipe.wan.vae, latents)
+    write_video(out, video[0], fps=fps)
+    write_json_atomic(out.with_suffix(".json"), {
+        "task": "+".join(tasks), "reference": [str(r) for r in references], "first_frame": str(first_frame),
+        "prompt": prompt, "checkpoint": str(checkpoint) if checkpoint else None, "model": str(model) if model else "tiny",
+        "mllm": str(mllm) if mllm else ("tiny" if use_mllm else None), "num_frames": num_frames, "height": height,
+        "width": width, "steps": steps, "guidance": guidance, "seed": seed, "cache_reference": cache_reference,
+        "seconds": {"load": round(loaded - start, 3), "sample": round(sampled - loaded, 3),
+                    "per_step": round((sampled - loaded) / max(steps, 1), 4)},
+    })
+    return out

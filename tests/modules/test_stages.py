@@ -1,0 +1,116 @@
+"""Functional tests of the two LoRA stages on the tiny model and a synthetic clip with known motion."""
+
+import torch
+
+from effivmt.attention import install_processors
+from effivmt.data.cache import ClipDataModule
+from effivmt.data.samplers import AllFrames, UniformStride
+from effivmt.lora import HeadGroupLoraConfig, add_head_group_adapter, set_adapter_scales
+from effivmt.modules.flow import add_noise, denoising_loss, velocity_target
+from effivmt.modules.spatial import SpatialLoRAModule
+from effivmt.modules.temporal import TemporalLoRAModule, temporal_positions
+
+from helpers import LABELS, effective_weights, trainer
+
+HEAD_DIM = 12
+
+
+def _rows(labels_of_layer, group):
+    return torch.cat([torch.full((HEAD_DIM,), label == group) for label in labels_of_layer])
+
+
+def _assert_group_untouched(before, after, frozen_group):
+    """q/k/v rows and to_out.0 columns of every ``frozen_group`` head: bit-identical effective weights."""
+    for name, w_before in before.items():
+        layer = int(name.split(".")[1])
+        mask = _rows(LABELS[layer], frozen_group)
+        w_after = after[name]
+        if name.endswith("to_out.0"):
+            assert torch.equal(w_before[:, mask], w_after[:, mask]), name
+            assert not torch.equal(w_before[:, ~mask], w_after[:, ~mask]), f"{name}: trained heads did not move"
+        else:
+            assert torch.equal(w_before[mask], w_after[mask]), name
+            assert not torch.equal(w_before[~mask], w_after[~mask]), f"{name}: trained heads did not move"
+
+
+def _fixed_eval_loss(transformer, cache, seed=123, draws=6):
+    """Denoising loss over every latent frame of the clip, on a fixed set of (noise, level) draws."""
+    x0 = cache.video_latents
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    with torch.no_grad():
+        for s in torch.linspace(0.3, 0.9, draws):
+            noise = torch.randn(x0.shape, generator=g)
+            xt = add_noise(x0, noise, s[None])
+            pred = transformer(xt, (s * 1000)[None], cache.prompt_embeds, return_dict=False)[0]
+            losses.append(denoising_loss(pred, velocity_target(x0, noise)).item())
+    return sum(losses) / len(losses)
+
+
+def _optimizer(params):
+    return torch.optim.AdamW(params, lr=3e-3, weight_decay=0.1)
+
+
+def test_spatial_then_temporal_stage_confinement_and_learning(components, synthetic_cache, tmp_path):
+    transformer = components.transformer
+    install_processors(transformer)
+    cfg = HeadGroupLoraConfig(rank=4, alpha=4)
+    add_head_group_adapter(transformer, "spatial", LABELS, "spatial", cfg)
+
+    before = effective_weights(transformer)
+    module = SpatialLoRAModule(transformer, optimizer=_optimizer, active_adapters=["spatial"])
+    trainer(tmp_path, 8).fit(module, datamodule=ClipDataModule(synthetic_cache, 8))
+    _assert_group_untouched(before, effective_weights(transformer), "temporal")
+
+    add_head_group_adapter(transformer, "temporal", LABELS, "temporal", cfg)
+    set_adapter_scales(transformer, {"spatial": 1.0, "temporal": 1.0})
+    spatial_state = {k: v.clone() for k, v in transformer.state_dict().items() if ".spatial." in k}
+    before = effective_weights(transformer)
+    loss_before = _fixed_eval_loss(transformer, synthetic_cache)
+    module = TemporalLoRAModule(transformer, sampler=UniformStride(9), motion_weight=0.5, optimizer=_optimizer,
+                                active_adapters=["spatial", "temporal"])
+    trainer(tmp_path, 40).fit(module, datamodule=ClipDataModule(synthetic_cache, 40))
+    after = effective_weights(transformer)
+    _assert_group_untouched(before, after, "spatial")
+    assert all(torch.equal(v, transformer.state_dict()[k]) for k, v in spatial_state.items()), "spatial LoRA moved"
+    loss_after = _fixed_eval_loss(transformer, synthetic_cache)
+    assert loss_after < 0.97 * loss_before, (loss_before, loss_after)
+
+
+def test_temporal_step_uses_adaptive_positions(components, synthetic_cache, monkeypatch):
+    """The positions the rope sees during a step are the DESIGN.md formula over the sampled frames."""
+    transformer = components.transformer
+    install_processors(transformer)
+    add_head_group_adapter(transformer, "temporal", LABELS, "temporal", HeadGroupLoraConfig(rank=2, alpha=2))
+    seen = []
+    original = type(transformer.rope).forward
+
+    def spy(self, hidden_states):
+        seen.append(None if self.positions is None else self.positions.clone())
+        return original(self, hidden_states)
+
+    monkeypatch.setattr(type(transformer.rope), "forward", spy)
+    module = TemporalLoRAModule(transformer, sampler=UniformStride(9), active_adapters=["temporal"])
+    module.training_step({k: v for k, v in vars(synthetic_cache).items()}, 0)
+    total = synthetic_cache.video_latents.shape[2]  # 5 latent frames, 3 sampled
+    frames = seen[-1].view(3, 4, 4, 3)[:, 0, 0, 0]
+    expected = torch.tensor([total / 2 + total / 3 * (i - 1.5) for i in range(3)], dtype=torch.float64)
+    torch.testing.assert_close(frames, expected)
+    assert transformer.rope.positions is None
+
+
+def test_full_frame_positions_are_integers():
+    idx = AllFrames().sample(5, torch.Generator())
+    assert torch.equal(temporal_positions(idx, 5, "adaptive"), torch.arange(5, dtype=torch.float64))
+    assert torch.equal(temporal_positions(torch.tensor([1, 3]), 5, "sampled"), torch.tensor([1.0, 3.0], dtype=torch.float64))
+    assert torch.equal(temporal_positions(torch.tensor([1, 3]), 5, "contiguous"), torch.tensor([0.0, 1.0], dtype=torch.float64))
+
+
+def test_checkpoint_state_holds_only_the_trained_adapter(components):
+    transformer = components.transformer
+    cfg = HeadGroupLoraConfig(rank=2, alpha=2)
+    add_head_group_adapter(transformer, "spatial", LABELS, "spatial", cfg)
+    add_head_group_adapter(transformer, "temporal", LABELS, "temporal", cfg)
+    module = TemporalLoRAModule(transformer, active_adapters=["spatial", "temporal"])
+    keys = list(module.state_dict())
+    assert keys and all(".temporal." in k and "lora_" in k for k in keys)
