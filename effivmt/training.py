@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import lightning as L
@@ -103,7 +102,7 @@ def run_stages(
     transformer = components.transformer
     # 1. head labels
     heads_json = out / "heads.json"
-    if heads_json.exists() and "heads" not in selected or manifest.done("heads") and heads_json.exists():
+    if heads_json.exists() and (manifest.done("heads") or "heads" not in selected):
         import json
 
         scores = HeadScores.from_json(json.loads(heads_json.read_text()))
@@ -151,23 +150,23 @@ def run_stages(
                 _offload(components, "cpu")
                 train_stage(name, module, cache, settings, trainer_args, out)
             save_peft_adapter(transformer, name, folder)
-        shutil.rmtree(out / "checkpoints" / name, ignore_errors=True)
 
     trained = adapter_names(transformer)
-    if "export" in selected and trained:
+    merged = out / "adapters" / "pytorch_lora_weights.safetensors"
+    if "export" in selected and trained and not (manifest.done("export") and merged.exists()):
         from effivmt.lora import export_lora
 
         scales = {"spatial": generate.scale_spatial, "temporal": generate.scale_temporal}
         with manifest.stage("export"):
             export_lora(out, "diffusers", scales={n: scales[n] for n in trained}, merge=True, names=trained,
-                        out=out / "adapters" / "pytorch_lora_weights.safetensors")
+                        out=merged)
 
-    if "generate" in selected:
-        from effivmt.generate import render, sample_name
+    from effivmt.generate import render, sample_name
 
+    target = out / "samples" / sample_name(prompt, generate.seed)
+    if "generate" in selected and not (manifest.done("generate") and target.exists()):
         device = "cuda" if torch.cuda.is_available() and trainer_args.accelerator in ("auto", "gpu", "cuda") else "cpu"
         _offload(components, device)
-        target = out / "samples" / sample_name(prompt, generate.seed)
         with manifest.stage("generate"):
             render(components, prompt, target, generate, num_frames=frames.shape[1], height=frames.shape[2],
                    width=frames.shape[3], device=device)

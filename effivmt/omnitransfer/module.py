@@ -37,6 +37,9 @@ def default_optimizer(params) -> torch.optim.Optimizer:
 class OmniTransferModule(L.LightningModule):
     """Train OmniTransfer stage ``stage`` on paired reference/target clips.
 
+    The MLLM aligner is always built (stage 1 simply does not use it), so one weights file carries every
+    group from stage to stage.
+
     Args:
         stage: 1 (DiT blocks), 2 (connector + task queries) or 3 (joint: blocks, connector, queries, MLLM LoRA).
         model_path: Wan 2.1 I2V diffusers folder; ``None``: tiny random model.
@@ -44,7 +47,6 @@ class OmniTransferModule(L.LightningModule):
         init_from: weights of the previous stage (``omnitransfer.safetensors`` or ``.ckpt``).
         tasks: task flags / offsets / templates / queries per task.
         target_context: ``"auto"`` (UMT5 in stage 1, MLLM after), ``"text"`` or ``"mllm"``.
-        use_mllm: build the aligner at all (``"auto"``: always, so stage-1 weights carry over unchanged).
         mllm_image_size: frame size the MLLM sees (``None``: 16x16 tiny, 448x448 real).
         num_reference_frames: reference frames the MLLM reads.
         lora_rank: MLLM LoRA rank (stage 3).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from effivmt.errors import ConfigError, VideoError
@@ -30,7 +31,7 @@ def load_first_frame(path: Path, height: int, width: int) -> torch.Tensor:
 
         try:
             with Image.open(path) as img:
-                frames = torch.from_numpy(__import__("numpy").asarray(img.convert("RGB")).copy())[None]
+                frames = torch.from_numpy(np.asarray(img.convert("RGB")).copy())[None]
         except (UnidentifiedImageError, OSError) as err:
             raise VideoError(f"cannot read image {path}: {err}", "give a PNG or JPG") from None
     else:
@@ -41,7 +42,7 @@ def load_first_frame(path: Path, height: int, width: int) -> torch.Tensor:
 
 def transfer(
     task: str,
-    reference: list[Path],
+    reference: Path | list[Path],
     first_frame: Path,
     prompt: str,
     out: Path,

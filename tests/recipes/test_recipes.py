@@ -1,0 +1,62 @@
+"""Every recipe parses against the ``run`` command; the quickstart runs end to end through the real CLI."""
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from effivmt import cli
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+EFFIVMT_RECIPES = sorted(p for p in RECIPES.rglob("*.yaml") if not p.name.startswith("omnitransfer"))
+
+
+@pytest.mark.parametrize("recipe", EFFIVMT_RECIPES, ids=lambda p: p.name)
+def test_recipe_parses_and_validates(recipe):
+    parser = cli.build_parser()
+    cfg = parser.parse_args(["run", "--config", str(recipe)])
+    init = parser.instantiate_classes(cfg)["run"]  # runs every dataclass __post_init__
+    assert init["lora"].rank > 0
+    assert init["temporal"].sampler.sample is not None
+
+
+def test_paper_recipes_use_paper_settings():
+    for name in ("wan2.1-t2v-1.3b.yaml", "wan2.1-t2v-14b.yaml"):
+        cfg = cli.build_parser().parse_args(["run", "--config", str(RECIPES / name)])["run"]
+        assert cfg.video.num_frames == 81 and (cfg.video.height, cfg.video.width) == (480, 832)
+        assert cfg.lora.rank == 128 and cfg.trainer.precision.startswith("bf16")
+        assert cfg.trainer.gradient_checkpointing and cfg.heads.alpha == 1.25
+
+
+def test_quickstart_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # recipe paths resolve against the recipe file, not the cwd
+    out = tmp_path / "run"
+    args = ["run", str(RECIPES / "quickstart.yaml"), "--out", str(out), "--spatial.max_steps", "6",
+            "--temporal.max_steps", "6", "--spatial.checkpoint_every", "3", "--temporal.checkpoint_every", "3",
+            "--generate.steps", "3", "--trainer.progress_bar", "false"]
+    assert cli.main(args) == 0
+    heads = json.loads((out / "heads.json").read_text())
+    assert {"alpha", "layers", "heads", "labels", "scores", "clip", "timesteps"} <= heads.keys()
+    assert (heads["layers"], heads["heads"]) == (2, 4)
+    assert (out / "heads.png").stat().st_size > 0
+    for name in ("spatial", "temporal"):
+        assert (out / "adapters" / name / "adapter_model.safetensors").exists()
+        assert (out / "checkpoints" / name / "last.ckpt").exists()
+        assert list((out / "logs" / name).glob("events.out.tfevents.*"))
+    with safe_open(str(out / "adapters" / "pytorch_lora_weights.safetensors"), "pt") as f:
+        assert all(k.startswith("transformer.blocks.") for k in f.keys())
+    samples = list((out / "samples").glob("*.mp4"))
+    assert len(samples) == 1 and samples[0].stat().st_size > 0
+    run = json.loads((out / "run.json").read_text())
+    assert "clip: " in run["config"] and run["versions"]["torch"]
+    stages = run["stages"]
+    for name in ("heads", "spatial", "temporal", "export", "generate"):
+        assert stages[name]["status"] == "done" and stages[name]["wall_s"] >= 0 and stages[name]["peak_rss_mb"] > 0
+    summary = capsys.readouterr().out
+    assert "spatial /" in summary and "tensorboard --logdir" in summary
+
+    assert cli.main(args) == 0
+    rerun = json.loads((out / "run.json").read_text())["stages"]
+    assert all(rerun[n]["wall_s"] == stages[n]["wall_s"] for n in ("heads", "spatial", "temporal", "generate"))
+    assert not list(out.rglob(".*.tmp")) and not [p for p in out.rglob(".*") if p.name.startswith(".")]
