@@ -119,14 +119,16 @@ class StageArgs:
     """Save ``checkpoints/<stage>/last.ckpt`` every this many steps (resume point)."""
     log_every: int = 10
     """Log losses to TensorBoard every this many steps."""
+    sample_every: int = 0
+    """Log a strip of reconstructed frames to TensorBoard every this many steps (0: only at the end)."""
     accumulate_grad_batches: int = 1
     """Gradient accumulation."""
     shift: float = 3.0
     """Wan's timestep shift for sampling training noise levels."""
 
     def __post_init__(self) -> None:
-        for key in ("max_steps", "checkpoint_every", "log_every", "accumulate_grad_batches"):
-            if getattr(self, key) < 0 or (key != "max_steps" and getattr(self, key) == 0):
+        for key in ("max_steps", "checkpoint_every", "log_every", "accumulate_grad_batches", "sample_every"):
+            if getattr(self, key) < 0 or (key not in ("max_steps", "sample_every") and getattr(self, key) == 0):
                 raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
 
 

@@ -60,11 +60,14 @@ def _load_inputs(clip, model: ModelArgs, video: VideoArgs):
 
 
 def _write_heads(out: Path, scores, clip: Path) -> None:
-    from effivmt.viz import head_map_figure, save_figure
+    from effivmt.viz import figure_to_array, head_map_figure, save_figure
+
+    from effivmt.callbacks import log_image
 
     write_json_atomic(out / "heads.json", scores.to_json(clip=str(clip)))
-    save_figure(head_map_figure(scores.spatial, scores.temporal, scores.labels, scores.alpha, scores.rule),
-                out / "heads.png")
+    figure = head_map_figure(scores.spatial, scores.temporal, scores.labels, scores.alpha, scores.rule)
+    save_figure(figure, out / "heads.png")
+    log_image(out / "logs", "heads", "heads/map", figure_to_array(figure))
 
 
 def _classify(out, frames, components, clip_prompt, heads_args: HeadsArgs, trainer_args: TrainerArgs, clip):

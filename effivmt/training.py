@@ -14,6 +14,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from effivmt.args import GenerateArgs, HeadsArgs, StageArgs, TemporalArgs, TrainerArgs
+from effivmt.backbone.encode import decode_latents
+from effivmt.callbacks import SampleFramesLogger, frame_strip, log_image
 from effivmt.data.cache import ClipCache, ClipDataModule, build_clip_cache
 from effivmt.errors import EffivmtError
 from effivmt.lora import HeadGroupLoraConfig
@@ -30,7 +32,9 @@ def make_predict_trainer(args: TrainerArgs) -> L.Trainer:
     )
 
 
-def make_trainer(args: TrainerArgs, stage: StageArgs, out: Path, name: str) -> L.Trainer:
+def make_trainer(
+    args: TrainerArgs, stage: StageArgs, out: Path, name: str, callbacks: list[L.Callback] | None = None
+) -> L.Trainer:
     """The Lightning trainer of one LoRA stage: TensorBoard under ``logs/<name>``, ``checkpoints/<name>/last.ckpt``."""
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints" / name, filename="step{step:06d}", auto_insert_metric_name=False,
@@ -40,7 +44,7 @@ def make_trainer(args: TrainerArgs, stage: StageArgs, out: Path, name: str) -> L
         max_steps=stage.max_steps, accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
         strategy=args.strategy, precision=args.precision,
         logger=TensorBoardLogger(save_dir=out / "logs", name=name, version="", default_hp_metric=False),
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), *(callbacks or [])],
         log_every_n_steps=stage.log_every, accumulate_grad_batches=stage.accumulate_grad_batches,
         enable_model_summary=False, num_sanity_val_steps=0, enable_progress_bar=args.progress_bar,
         default_root_dir=out, max_epochs=-1,
@@ -54,13 +58,14 @@ def train_stage(
     stage: StageArgs,
     trainer_args: TrainerArgs,
     out: Path,
+    callbacks: list[L.Callback] | None = None,
 ) -> None:
     """Fit ``module`` for ``stage.max_steps`` steps, resuming from ``last.ckpt`` when one exists."""
     last = out / "checkpoints" / name / "last.ckpt"
     if last.exists():
         log.info(f"{name}: resuming from {last}")
     log.info(f"stage {name}: {stage.max_steps} steps")
-    trainer = make_trainer(trainer_args, stage, out, name)
+    trainer = make_trainer(trainer_args, stage, out, name, callbacks)
     datamodule = ClipDataModule(cache, stage.max_steps * stage.accumulate_grad_batches)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
     loss = trainer.callback_metrics.get("train/loss")
@@ -148,7 +153,9 @@ def run_stages(
                                             position_mode=temporal.position_mode, **common)
             if settings.max_steps > 0:
                 _offload(components, "cpu")
-                train_stage(name, module, cache, settings, trainer_args, out)
+                probe = SampleFramesLogger(cache.video_latents, cache.prompt_embeds,
+                                           lambda z: decode_latents(components, z), settings.sample_every)
+                train_stage(name, module, cache, settings, trainer_args, out, [probe])
             save_peft_adapter(transformer, name, folder)
 
     trained = adapter_names(transformer)
@@ -170,6 +177,9 @@ def run_stages(
         with manifest.stage("generate"):
             render(components, prompt, target, generate, num_frames=frames.shape[1], height=frames.shape[2],
                    width=frames.shape[3], device=device)
+        from effivmt.data.video import read_video
+
+        log_image(out / "logs", "generate", "samples/generated", frame_strip(read_video(target)[0]))
         manifest.record("generate", path=str(target))
 
     print_summary(out, manifest)

@@ -103,27 +103,42 @@ def ensure_grad_masks(transformer: nn.Module) -> int:
     return count
 
 
-def _attach_masks(transformer: nn.Module, name: str, groups: HeadGroups, group: Group, zero: bool) -> None:
-    """Give each of adapter ``name``'s factors its group mask; zero the entries outside (``zero``) or check them."""
-    for module_name, layer in _tuner_layers(transformer):
-        if name not in layer.lora_A:
-            continue
-        m = re.fullmatch(r"blocks\.(\d+)\.attn1\.(to_q|to_k|to_v|to_out\.0)", module_name)
-        if m is None:
-            raise ConfigError(f"head-group adapter {name!r} adapts {module_name}, which is not self-attention")
-        mask = groups.row_mask(int(m.group(1)), group)
-        column = is_column_masked(module_name)
-        factor = layer.lora_A[name] if column else layer.lora_B[name]
-        mask = (mask[None, :] if column else mask[:, None]).to(factor.weight.device)
-        if zero:
-            with torch.no_grad():
-                factor.weight.masked_fill_(~mask, 0)
-        elif torch.any(factor.weight.detach().masked_select(~mask) != 0):
+_ATTN1 = re.compile(r"blocks\.(\d+)\.attn1\.(to_q|to_k|to_v|to_out\.0)")
+
+
+def _group_mask(module_name: str, groups: HeadGroups, group: Group, name: str) -> tuple[torch.Tensor, bool]:
+    """``(mask, column)``: the mask shaped for lora_A ``(1, in)`` (``to_out.0``) or lora_B ``(out, 1)`` (q/k/v)."""
+    m = _ATTN1.fullmatch(module_name)
+    if m is None:
+        raise ConfigError(f"head-group adapter {name!r} adapts {module_name}, which is not self-attention")
+    mask = groups.row_mask(int(m.group(1)), group)
+    column = is_column_masked(module_name)
+    return (mask[None, :] if column else mask[:, None]), column
+
+
+def _check_confined(weights: LoraWeights, groups: HeadGroups, group: Group, name: str) -> None:
+    """Refuse tensors that move heads outside ``group`` (checked before anything is injected)."""
+    for module_name in weights.modules():
+        mask, column = _group_mask(module_name, groups, group, name)
+        factor = weights.A(module_name) if column else weights.B(module_name)
+        if torch.any(factor.masked_select(~mask.to(factor.device)) != 0):
             key = f"{module_name}.lora_{'A' if column else 'B'}.weight"
             raise AdapterMismatchError(
                 f"adapter {name!r} is not confined to its {group} heads: {key} is non-zero outside them",
                 "it was trained with other head labels; load it without labels",
             )
+
+
+def _attach_masks(transformer: nn.Module, name: str, groups: HeadGroups, group: Group) -> None:
+    """Give each of adapter ``name``'s factors its group mask and zero the entries outside it."""
+    for module_name, layer in _tuner_layers(transformer):
+        if name not in layer.lora_A:
+            continue
+        mask, column = _group_mask(module_name, groups, group, name)
+        factor = layer.lora_A[name] if column else layer.lora_B[name]
+        mask = mask.to(factor.weight.device)
+        with torch.no_grad():
+            factor.weight.masked_fill_(~mask, 0)
         factor.register_buffer(_MASK, mask, persistent=False)
     transformer.__dict__.setdefault(_GROUPS_ATTR, {})[name] = {"group": group, "labels": groups.labels}
     ensure_grad_masks(transformer)
@@ -179,7 +194,7 @@ def add_head_group_adapter(
     )
     previous = _active_adapters(transformer)
     _quiet_add_adapter(transformer, lora, name)
-    _attach_masks(transformer, name, groups, group, zero=True)
+    _attach_masks(transformer, name, groups, group)
     _activate(transformer, previous + [name])
     set_trainable_adapter(transformer, name)
 
@@ -261,7 +276,9 @@ def check_fit(transformer: nn.Module, weights: LoraWeights) -> None:
 def inject_weights(
     transformer: nn.Module, name: str, weights: LoraWeights, scale: float = 1.0, trainable: bool = False
 ) -> None:
-    """Add ``weights`` as a new peft adapter ``name`` (active beside the others, at ``scale``).
+    """Add ``weights`` as a new peft adapter ``name``, active beside the others at ``scale``.
+
+    The new factors are frozen unless ``trainable``; what else was trainable stays so.
 
     Raises:
         AdapterMismatchError: a key or shape that does not fit (checked before anything changes).
@@ -283,11 +300,10 @@ def inject_weights(
     _activate(transformer, previous + [name])
     for p, flag in flags.items():
         p.requires_grad_(flag)
-    if trainable:
-        for _, layer in _tuner_layers(transformer):
-            for factors in (layer.lora_A, layer.lora_B):
-                if name in factors:
-                    factors[name].requires_grad_(True)
+    for _, layer in _tuner_layers(transformer):
+        for factors in (layer.lora_A, layer.lora_B):
+            if name in factors:
+                factors[name].requires_grad_(trainable)
     if scale != 1.0:
         for _, layer in _tuner_layers(transformer):
             layer.set_scale(name, scale)
@@ -309,14 +325,17 @@ def load_adapter_state_dict(
     from peft import set_peft_model_state_dict
 
     weights = LoraWeights.uniform(state_dict, config.alpha)
+    groups = _head_groups(transformer, labels) if labels is not None and group is not None else None
+    if groups is not None:
+        _check_confined(weights, groups, group, name)
     if name not in adapter_names(transformer):
         inject_weights(transformer, name, weights)
     else:
         check_fit(transformer, weights)
         with torch.no_grad():
             set_peft_model_state_dict(transformer, weights.state_dict, adapter_name=name)
-    if labels is not None and group is not None:
-        _attach_masks(transformer, name, _head_groups(transformer, labels), group, zero=False)
+    if groups is not None:
+        _attach_masks(transformer, name, groups, group)
 
 
 def save_peft_adapter(transformer: nn.Module, name: str, folder: str | Path, metadata: dict | None = None) -> Path:
@@ -352,7 +371,11 @@ def load_peft_adapter(transformer: nn.Module, folder: str | Path, name: str | No
     weights, header, _ = read_peft(Path(folder))
     meta = read_header_metadata(header)
     name = name or meta.get("adapter") or Path(folder).name
+    group, labels = meta.get("group"), meta.get("labels")
+    groups = _head_groups(transformer, labels) if group in ("spatial", "temporal") and labels else None
+    if groups is not None:
+        _check_confined(weights, groups, group, name)
     inject_weights(transformer, name, weights)
-    if meta.get("group") in ("spatial", "temporal") and meta.get("labels"):
-        _attach_masks(transformer, name, _head_groups(transformer, meta["labels"]), meta["group"], zero=False)
+    if groups is not None:
+        _attach_masks(transformer, name, groups, group)
     return name

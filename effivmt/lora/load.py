@@ -116,9 +116,7 @@ def load_lora(
         AdapterMismatchError: unreadable file, unknown layout, or the first key whose module or shape does not fit,
             e.g. ``blocks.0.attn1.to_q.lora_A.weight has shape (16, 48), the model expects (16, 96)``.
     """
-    weights, _, _ = read_lora(path)
-    dtype = next(transformer.parameters()).dtype
-    weights = LoraWeights({k: v.to(dtype) for k, v in weights.state_dict.items()}, dict(weights.alphas))
+    weights, _, _ = read_lora(path)  # dtype: load_state_dict casts into the adapter's own (fp32 beside bf16 bases)
     inject_weights(transformer, adapter_name, weights, scale=scale)
     return weights
 

@@ -4,7 +4,7 @@ The published metric (SMM, reused by DiTFlow and Follow-Your-Motion) takes the d
 track at every step, normalises it to unit length, averages the cosine between each generated track and each
 reference track over time, keeps the best reference match of every generated track and averages those.
 
-Three things are left undefined by the published scripts and are decided here:
+Four things are left undefined by the published scripts and are decided here:
 
 * **Static steps (0/0).** A step that moves less than ``min_motion`` pixels (tracker noise is sub-pixel) has
   no direction. Its unit vector is zero, and a per-step *static* flag carries the information instead: two

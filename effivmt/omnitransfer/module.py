@@ -112,6 +112,7 @@ class OmniTransferModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.pipe.to(self.device)
+        self.model.train()  # tiny/pretrained parts arrive in eval mode; dropout is 0 in Wan and Qwen2.5-VL anyway
 
     def trainable_names(self) -> list[str]:
         """Names of the parameters this stage trains."""

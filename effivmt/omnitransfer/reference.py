@@ -39,7 +39,7 @@ def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
     param = next(vae.parameters())
     latent = vae.encode(video.to(param.device, param.dtype)).latent_dist.mode().float()
     mean, std = _stats(vae, latent)
-    return (latent - mean) / std
+    return (latent - mean) * (1.0 / std)  # upstream multiplies by 1/std: bit-identical to the pipeline
 
 
 @torch.no_grad()
@@ -47,7 +47,7 @@ def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     """Normalised latent ``(B, n, f, h, w)`` -> video ``(B, 3, F, H, W)`` in ``[-1, 1]``."""
     param = next(vae.parameters())
     mean, std = _stats(vae, latents.float())
-    video = vae.decode((latents.float() * std + mean).to(param.device, param.dtype), return_dict=False)[0]
+    video = vae.decode((latents.float() / (1.0 / std) + mean).to(param.device, param.dtype), return_dict=False)[0]
     return video.float().clamp(-1, 1)
 
 

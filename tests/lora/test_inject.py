@@ -7,6 +7,7 @@ from effivmt.errors import AdapterMismatchError, ConfigError
 from effivmt.lora import (
     HeadGroupLoraConfig,
     HeadGroups,
+    adapter_names,
     adapter_state_dict,
     add_head_group_adapter,
     load_adapter_state_dict,
@@ -164,8 +165,10 @@ def test_state_dict_reload_restores_masks(tiny_t2v, adapted):
     assert all(torch.equal(v, sd[k]) for k, v in adapter_state_dict(t, "spatial").items())
     assert t.blocks[0].attn1.to_q.scaling["spatial"] == 2.0
     assert t.blocks[0].attn1.to_q.lora_B["spatial"].effivmt_mask.shape == (48, 1)
+    fresh = copy.deepcopy(tiny_t2v.transformer)
     with pytest.raises(AdapterMismatchError, match="not confined to its temporal heads"):
-        load_adapter_state_dict(copy.deepcopy(tiny_t2v.transformer), "x", sd, cfg, labels=LABELS, group="temporal")
+        load_adapter_state_dict(fresh, "x", sd, cfg, labels=LABELS, group="temporal")
+    assert adapter_names(fresh) == []  # refused before anything was injected
 
 
 def test_peft_adapter_folder_round_trip(tiny_t2v, adapted, inputs, tmp_path):

@@ -72,7 +72,9 @@ def test_evaluate_is_a_cli_command():
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_function_arguments(evaluate, fail_untyped=True)
-    cfg = parser.parse_args(["--reference", "a.mp4", "--generated", "b.mp4", "--json", "out.json", "--align", "truncate"])
+    cfg = parser.parse_args(
+        ["--reference", "a.mp4", "--generated", "b.mp4", "--json", "out.json", "--align", "truncate"]
+    )
     assert str(cfg.json) == "out.json" and cfg.grid_size == 55 and cfg.tracker == "lk"
     assert evaluate.__doc__.splitlines()[0].startswith("Score a generated clip")
 

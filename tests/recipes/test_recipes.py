@@ -53,6 +53,7 @@ def test_quickstart_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     stages = run["stages"]
     for name in ("heads", "spatial", "temporal", "export", "generate"):
         assert stages[name]["status"] == "done" and stages[name]["wall_s"] >= 0 and stages[name]["peak_rss_mb"] > 0
+    _assert_tensorboard(out / "logs")
     summary = capsys.readouterr().out
     assert "spatial /" in summary and "tensorboard --logdir" in summary
 
@@ -60,3 +61,20 @@ def test_quickstart_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     rerun = json.loads((out / "run.json").read_text())["stages"]
     assert all(rerun[n]["wall_s"] == stages[n]["wall_s"] for n in ("heads", "spatial", "temporal", "generate"))
     assert not list(out.rglob(".*.tmp")) and not [p for p in out.rglob(".*") if p.name.startswith(".")]
+
+
+def _assert_tensorboard(logs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def tags(run):
+        acc = EventAccumulator(str(logs / run), size_guidance={"images": 0, "scalars": 0})
+        acc.Reload()
+        return acc.Tags()
+
+    assert "heads/map" in tags("heads")["images"]
+    for stage in ("spatial", "temporal"):
+        t = tags(stage)
+        assert {"train/loss_denoise", "train/loss", "train/grad_norm", "lr-AdamW"} <= set(t["scalars"]), t
+        assert "samples/reconstruction" in t["images"]
+    assert "train/loss_motion" in tags("temporal")["scalars"]
+    assert "samples/generated" in tags("generate")["images"]

@@ -106,7 +106,7 @@ class LoraWeights:
 
     def scaled(self, scale: float) -> LoraWeights:
         """The same LoRA with ``scale`` folded into lora_B (and its bias); alphas unchanged."""
-        if True:
+        if scale == 1.0:
             return LoraWeights(dict(self.state_dict), dict(self.alphas))
         sd = {k: (v * scale if ".lora_B." in k else v) for k, v in self.state_dict.items()}
         return LoraWeights(sd, dict(self.alphas))
