@@ -25,6 +25,9 @@ SUBCOMMANDS: dict[str, str] = {
     "eval": "effivmt.metrics.evaluate:evaluate",
 }
 
+#: subcommands whose first positional argument stands for an option (`effivmt run RECIPE`, `export RUN_DIR`).
+POSITIONAL: dict[str, str] = {"run": "--config", "export": "--run_dir"}
+
 EXIT_USAGE = 2
 
 
@@ -45,11 +48,23 @@ def build_parser():
     for name, target in SUBCOMMANDS.items():
         fn = resolve(target)
         doc = (fn.__doc__ or "").strip().split("\n")[0]
-        sub = ArgumentParser(description=fn.__doc__, exit_on_error=True)
+        summary = (fn.__doc__ or "").split("Args:")[0].strip()
+        sub = ArgumentParser(description=summary, exit_on_error=True)
         sub.add_argument("--config", action=ActionConfigFile, help="a YAML file with these arguments (a recipe)")
         sub.add_function_arguments(fn, fail_untyped=False, sub_configs=True)
         subcommands.add_subcommand(name, sub, help=doc)
     return parser
+
+
+def _expand_positional(argv: list[str]) -> list[str]:
+    """``run RECIPE`` -> ``run --config RECIPE``; ``export RUN_DIR`` -> ``export --run_dir RUN_DIR``."""
+    command = next((i for i, a in enumerate(argv) if a in SUBCOMMANDS), None)
+    if command is None or argv[command] not in POSITIONAL:
+        return argv
+    i = command + 1
+    if i < len(argv) and not argv[i].startswith("-"):
+        argv = argv[:i] + [POSITIONAL[argv[command]], argv[i]] + argv[i + 1 :]
+    return argv
 
 
 def _configure_logging(debug: bool) -> None:
@@ -67,11 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    # `effivmt run RECIPE ...` is `effivmt run --config RECIPE ...` (ActionConfigFile cannot be positional)
-    if "run" in argv:
-        i = argv.index("run")
-        if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-            argv[i + 1 : i + 2] = ["--config", argv[i + 1]]
+    argv = _expand_positional(argv)
     _configure_logging(debug)
     try:
         parser = build_parser()
@@ -79,9 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = cfg.subcommand
         init = parser.instantiate_classes(cfg)[name]
         kwargs = {k: v for k, v in init.items() if k not in ("config", "__path__")}
-        sub_cfg = cfg[name].clone()
-        sub_cfg.pop("config", None)
-        RESOLVED_CONFIG.set(parser._subcommands_action._name_parser_map[name].dump(sub_cfg, skip_none=False))
+        RESOLVED_CONFIG.set(parser.dump(cfg, skip_none=False))
         resolve(SUBCOMMANDS[name])(**kwargs)
     except EffivmtError as err:
         if debug:

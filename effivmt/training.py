@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from diffusers.training_utils import cast_training_params
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -141,6 +142,7 @@ def run_stages(
                 log.warning(f"{name}: no {name} heads at alpha {scores.alpha}; stage skipped, no {name} adapter")
                 continue
             add_head_group_adapter(transformer, name, scores.labels, name, lora)
+            cast_training_params(transformer, torch.float32)  # fp32 adapter weights under a bf16 base model
             settings = stage_settings[name]
             common = dict(optimizer=settings.optimizer, lr_scheduler=settings.lr_scheduler, shift=settings.shift,
                           seed=seed, gradient_checkpointing=trainer_args.gradient_checkpointing,

@@ -46,3 +46,10 @@ def test_debug_shows_the_traceback(tmp_path):
 
     with pytest.raises(VideoError):
         cli.main(["--debug", "heads", "--clip", str(tmp_path / "missing.mp4")])
+
+
+def test_positional_arguments_expand_to_their_options():
+    assert cli._expand_positional(["run", "r.yaml", "--out", "o"]) == ["run", "--config", "r.yaml", "--out", "o"]
+    assert cli._expand_positional(["--debug", "export", "RUN"]) == ["--debug", "export", "--run_dir", "RUN"]
+    assert cli._expand_positional(["export", "--run_dir", "RUN"]) == ["export", "--run_dir", "RUN"]
+    assert cli._expand_positional(["eval", "--reference", "a"]) == ["eval", "--reference", "a"]
