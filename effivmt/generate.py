@@ -65,8 +65,8 @@ def generate(
     prompt: str,
     out: AnyPath = "sample.mp4",
     model: ModelArgs = ModelArgs(),
-    lora: list[AnyPath] | None = None,
-    lora_scale: list[float] | None = None,
+    lora: AnyPath | list[AnyPath] | None = None,
+    lora_scale: float | list[float] | None = None,
     run_dir: AnyPath | None = None,
     num_frames: int = 17,
     height: int = 64,
@@ -79,8 +79,8 @@ def generate(
         prompt: what to render.
         out: the mp4 to write (atomically).
         model: which Wan to load.
-        lora: LoRA files or peft folders, in any of the three formats; repeat for several.
-        lora_scale: one scale per ``--lora`` (default 1.0 each).
+        lora: a LoRA file or peft folder in any of the three formats; several as ``--lora '[a, b]'``.
+        lora_scale: one scale per LoRA (default 1.0 each).
         run_dir: an ``effivmt run`` folder: loads its spatial/temporal adapters at ``options.scale_*``.
         num_frames: frames to generate (1 + 4k), unless ``options.num_frames`` is set.
         height: frame height (multiple of 16), unless ``options.height`` is set.
@@ -93,8 +93,9 @@ def generate(
     GenerateArgs(num_frames=num_frames, height=height, width=width)  # validates the three values
     components = load_wan(as_path(model.path), dtype=model.dtype, seed=model.seed)
     transformer = components.transformer
-    files = [as_path(p) for p in (lora or [])]
-    weights = list(lora_scale or [1.0] * len(files))
+    files = [as_path(p) for p in (lora if isinstance(lora, list) else [lora] if lora is not None else [])]
+    scale_list = lora_scale if isinstance(lora_scale, list) else [lora_scale] if lora_scale is not None else None
+    weights = list(scale_list or [1.0] * len(files))
     if len(weights) != len(files):
         raise ConfigError(f"{len(files)} --lora but {len(weights)} --lora_scale", "give one scale per --lora")
     scales: dict[str, float] = {}
