@@ -73,26 +73,34 @@ def sync(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], Any], device: str) -> float:
-    """Wall seconds of ``fn()``, with the GPU drained before and after."""
+def timed(fn: Callable[[], Any], device: str) -> tuple[float, float]:
+    """``(wall, cpu)`` seconds of ``fn()``, with the GPU drained before and after.
+
+    ``cpu`` is this process's CPU time, all threads (``time.process_time``). On a CPU shared with other jobs
+    it is the steadier figure: wall time also counts the time other processes held the cores.
+    """
     sync(device)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def interleaved(variants: dict[str, Callable[[], Any]], repeats: int, warmup: int, device: str) -> dict[str, list[float]]:
-    """Time each variant ``warmup + repeats`` times, alternating A, B, A, B, ...; returns the measured seconds."""
-    times: dict[str, list[float]] = {name: [] for name in variants}
+def interleaved(
+    variants: dict[str, Callable[[], Any]], repeats: int, warmup: int, device: str
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Time each variant ``warmup + repeats`` times, alternating A, B, A, B, ...; returns measured (wall, cpu)."""
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(warmup + repeats):
         for name, fn in variants.items():
-            dt = timed(fn, device)
+            dt, ct = timed(fn, device)
             tag = "warm-up" if r < warmup else f"run {r - warmup + 1}/{repeats}"
-            log(f"  {name:<8} {tag:<9} {dt:8.2f} s")
+            log(f"  {name:<8} {tag:<9} {dt:8.2f} s wall {ct:8.2f} s cpu")
             if r >= warmup:
-                times[name].append(dt)
-    return times
+                wall[name].append(dt)
+                cpu[name].append(ct)
+    return wall, cpu
 
 
 def median(xs: list[float]) -> float:
@@ -104,13 +112,16 @@ def emit(record: dict[str, Any]) -> None:
     print(json.dumps(record), flush=True)
 
 
-def video_to_tokens(frames: int, height: int, width: int, patch: tuple[int, int, int] = (1, 2, 2)) -> tuple[int, int, int]:
+def video_to_tokens(
+    frames: int, height: int, width: int, patch: tuple[int, int, int] = (1, 2, 2)
+) -> tuple[int, int, int]:
     """Video ``frames x height x width`` -> Wan patch grid ``(F, H, W)``: VAE 4x in time (1 + 4k), 8x in space.
 
     81 x 480 x 832 -> latents 21 x 60 x 104 -> grid 21 x 30 x 52 = 32,760 tokens.
     """
     if (frames - 1) % 4 or height % (8 * patch[1]) or width % (8 * patch[2]):
-        raise SystemExit(f"need frames = 1 + 4k and height/width divisible by {8 * patch[1]}, got {frames}x{height}x{width}")
+        raise SystemExit(f"need frames = 1 + 4k and height, width divisible by {8 * patch[1]}; "
+                         f"got {frames} x {height} x {width}")
     return (frames - 1) // 4 + 1, height // 8 // patch[1], width // 8 // patch[2]
 
 

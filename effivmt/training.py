@@ -18,9 +18,9 @@ from effivmt.args import GenerateArgs, HeadsArgs, StageArgs, TemporalArgs, Train
 from effivmt.backbone.encode import decode_latents
 from effivmt.callbacks import SampleFramesLogger, frame_strip, log_image
 from effivmt.data.cache import ClipCache, ClipDataModule, build_clip_cache
-from effivmt.errors import EffivmtError
 from effivmt.lora import HeadGroupLoraConfig
 from effivmt.manifest import RunManifest
+from effivmt.strategies import FiniteGuard, build_strategy, checkpoint_plugins, is_global_zero
 
 log = logging.getLogger("effivmt")
 
@@ -41,11 +41,13 @@ def make_trainer(
         dirpath=out / "checkpoints" / name, filename="step{step:06d}", auto_insert_metric_name=False,
         save_last=True, save_top_k=1, every_n_train_steps=stage.checkpoint_every,
     )
+    strategy = build_strategy(args)
+    guard = FiniteGuard(name, out / "checkpoints" / name)  # a NaN/inf stops the stage before it is checkpointed
     return L.Trainer(
         max_steps=stage.max_steps, accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
-        strategy=args.strategy, precision=args.precision,
+        strategy=strategy, precision=args.precision, plugins=checkpoint_plugins(strategy),
         logger=TensorBoardLogger(save_dir=out / "logs", name=name, version="", default_hp_metric=False),
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), *(callbacks or [])],
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), guard, *(callbacks or [])],
         log_every_n_steps=stage.log_every, accumulate_grad_batches=stage.accumulate_grad_batches,
         enable_model_summary=False, num_sanity_val_steps=0, enable_progress_bar=args.progress_bar,
         default_root_dir=out, max_epochs=-1,
@@ -69,16 +71,23 @@ def train_stage(
     trainer = make_trainer(trainer_args, stage, out, name, callbacks)
     datamodule = ClipDataModule(cache, stage.max_steps * stage.accumulate_grad_batches)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
-    loss = trainer.callback_metrics.get("train/loss")
-    if loss is not None and not torch.isfinite(loss):
-        raise EffivmtError(f"{name}: the loss became {loss.item()}", f"lower {name}.optimizer's lr; last good "
-                           f"checkpoint kept in {last.parent}")
 
 
 def _offload(components, device: str) -> None:
-    """Move the frozen VAE and text encoder (only needed for caching and generation) to ``device``."""
+    """Move the frozen VAE and text encoder (only needed for heads, caching and generation) to ``device``."""
     for part in (components.vae, components.text_encoder):
         part.to(device)
+    if device == "cpu" and torch.cuda.is_available():
+        torch.cuda.empty_cache()  # hand the freed blocks back before the transformer trains
+
+
+def _encode_device(args: TrainerArgs) -> str:
+    """This process's GPU when the trainer uses one (``LOCAL_RANK`` picks it under DDP/FSDP), else the CPU."""
+    import os
+
+    if torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda"):
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"
 
 
 def run_stages(
@@ -106,6 +115,8 @@ def run_stages(
     from effivmt.run import _classify
 
     transformer = components.transformer
+    # the frozen VAE and text encoder work on the accelerator (heads, cache, generation) and wait on the CPU meanwhile
+    device = _encode_device(trainer_args)
     # 1. head labels
     heads_json = out / "heads.json"
     if heads_json.exists() and (manifest.done("heads") or "heads" not in selected):
@@ -114,6 +125,7 @@ def run_stages(
         scores = HeadScores.from_json(json.loads(heads_json.read_text()))
         log.info("heads: reusing heads.json")
     else:
+        _offload(components, device)
         with manifest.stage("heads"):
             scores = _classify(out, frames, components, clip_prompt, heads_args, trainer_args, clip)
     n_spatial, n_temporal = scores.counts()
@@ -124,6 +136,7 @@ def run_stages(
     if cache_path.exists():
         cache = ClipCache.load(cache_path)
     else:
+        _offload(components, device)
         cache = build_clip_cache(components, frames, clip_prompt)
         cache.save(cache_path)
 
@@ -141,7 +154,9 @@ def run_stages(
             if counts[name] == 0:
                 log.warning(f"{name}: no {name} heads at alpha {scores.alpha}; stage skipped, no {name} adapter")
                 continue
-            add_head_group_adapter(transformer, name, scores.labels, name, lora)
+            with torch.random.fork_rng(devices=[]):  # the same initial adapter in a resumed run and on every rank
+                torch.manual_seed(seed + 1 + (name == "temporal"))
+                add_head_group_adapter(transformer, name, scores.labels, name, lora)
             cast_training_params(transformer, torch.float32)  # fp32 adapter weights under a bf16 base model
             settings = stage_settings[name]
             common = dict(optimizer=settings.optimizer, lr_scheduler=settings.lr_scheduler, shift=settings.shift,
@@ -158,7 +173,11 @@ def run_stages(
                 probe = SampleFramesLogger(cache.video_latents, cache.prompt_embeds,
                                            lambda z: decode_latents(components, z), settings.sample_every)
                 train_stage(name, module, cache, settings, trainer_args, out, [probe])
-            save_peft_adapter(transformer, name, folder)
+            if is_global_zero():  # other ranks hold the same weights; they only train
+                save_peft_adapter(transformer, name, folder)
+
+    if not is_global_zero():
+        return out
 
     trained = adapter_names(transformer)
     merged = out / "adapters" / "pytorch_lora_weights.safetensors"
@@ -174,7 +193,6 @@ def run_stages(
 
     target = out / "samples" / sample_name(prompt, generate.seed)
     if "generate" in selected and not (manifest.done("generate") and target.exists()):
-        device = "cuda" if torch.cuda.is_available() and trainer_args.accelerator in ("auto", "gpu", "cuda") else "cpu"
         _offload(components, device)
         with manifest.stage("generate"):
             render(components, prompt, target, generate, num_frames=frames.shape[1], height=frames.shape[2],

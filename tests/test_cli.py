@@ -53,3 +53,8 @@ def test_positional_arguments_expand_to_their_options():
     assert cli._expand_positional(["--debug", "export", "RUN"]) == ["--debug", "export", "--run_dir", "RUN"]
     assert cli._expand_positional(["export", "--run_dir", "RUN"]) == ["export", "--run_dir", "RUN"]
     assert cli._expand_positional(["eval", "--reference", "a"]) == ["eval", "--reference", "a"]
+
+
+def test_dashed_option_names_are_accepted():
+    assert cli._expand_positional(["transfer", "--first-frame", "a.png", "--out=x-y.mp4"]) == [
+        "transfer", "--first_frame", "a.png", "--out=x-y.mp4"]

@@ -98,7 +98,8 @@ class MultimodalAligner(nn.Module):
         x = F.interpolate((frames.float() + 1) / 2, size=self.image_size, mode="bicubic", align_corners=False)
         mean = torch.tensor(self.ids.image_mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.ids.image_std, device=x.device).view(1, 3, 1, 1)
-        return qwen_patchify((x.clamp(0, 1) - mean) / std, vis.patch_size, vis.temporal_patch_size, vis.spatial_merge_size)
+        x = (x.clamp(0, 1) - mean) / std
+        return qwen_patchify(x, vis.patch_size, vis.temporal_patch_size, vis.spatial_merge_size)
 
     def _text(self, text: str) -> list[int]:
         return list(self.ids.tokenizer(text, add_special_tokens=False).input_ids)

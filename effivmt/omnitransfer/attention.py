@@ -1,4 +1,4 @@
-"""Reference-decoupled Causal Learning as state on :class:`~effivmt.attention.EffiAttnProcessor` (the ``reference`` seam).
+"""Reference-decoupled Causal Learning as state on the ``reference`` seam of ``EffiAttnProcessor``.
 
 The paper's one-way attention (reference tokens see only reference tokens; target tokens see target + reference)
 has a consequence we exploit: the reference branch's hidden states, hence its self-attention keys/values in
@@ -108,8 +108,9 @@ class JointMask:
 def reference_state(transformer, state: Any) -> Iterator[Any]:
     """Attach ``state`` (a :class:`ReferenceKV` or :class:`JointMask`) to every self-attention processor.
 
-    Cross-attention processors are left alone: the branches' different contexts are handled by giving each
-    branch its own ``encoder_hidden_states`` (:class:`~effivmt.omnitransfer.model.OmniTransferModel`).
+    For driving a stock ``transformer(...)`` call by hand (notebooks, other pipelines). ``OmniTransferModel`` sets
+    the state per block inside each (possibly checkpointed) block call instead. Cross-attention processors are
+    left alone: each branch gets its own ``encoder_hidden_states``.
     """
     procs = get_processors(transformer, self_attention_only=True)
     previous = [p.reference for p in procs]

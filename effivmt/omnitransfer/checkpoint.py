@@ -70,7 +70,7 @@ def weights_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, object] | None = None) -> Path:
-    """Write :func:`weights_state` as safetensors, atomically; ``metadata`` (e.g. LoRA rank/alpha) goes in the header."""
+    """Write :func:`weights_state` as safetensors, atomically; ``metadata`` (LoRA rank, tasks...) goes in the header."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -96,6 +96,17 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, o
     hparams = ckpt.get("hyper_parameters", {}) or {}
     meta = {k: hparams[k] for k in ("lora_rank", "lora_alpha") if k in hparams}
     return {k.removeprefix("model."): v for k, v in state.items()}, meta
+
+
+def read_metadata(path: str | Path) -> dict[str, object]:
+    """The settings a weights file was trained with (``tasks``, ``num_reference_frames``, ...), without its tensors."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            return {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k != "format"}
+    return read_weights(path)[1]
 
 
 def load_weights(model: nn.Module, path: str | Path) -> dict[str, object]:

@@ -46,7 +46,8 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
             raise ConfigError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
         missing = [k for k in ("reference", "target", "prompt", "task") if k not in row]
         if missing:
-            raise ConfigError(f"{path}:{lineno}: missing {', '.join(missing)}", "each row needs reference, target, prompt, task")
+            hint = "each row needs reference, target, prompt, task"
+            raise ConfigError(f"{path}:{lineno}: missing {', '.join(missing)}", hint)
         refs = row["reference"] if isinstance(row["reference"], list) else [row["reference"]]
         tasks = parse_tasks(row["task"])
         if len(tasks) != len(refs):
@@ -64,7 +65,9 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
 class PairedVideoDataset(Dataset):
     """Loads each row's reference(s) and target as float ``(3, F, H, W)`` in ``[-1, 1]`` at one size."""
 
-    def __init__(self, manifest: str | Path, num_frames: int, height: int, width: int, fps: float | None = None) -> None:
+    def __init__(
+        self, manifest: str | Path, num_frames: int, height: int, width: int, fps: float | None = None
+    ) -> None:
         self.rows = read_manifest(manifest)
         self.clip_args = dict(num_frames=num_frames, height=height, width=width, fps=fps, frame_mode="uniform")
 
@@ -144,7 +147,9 @@ _SYNTHETIC = (
 )
 
 
-def make_synthetic_pairs(folder: str | Path, num_frames: int = 9, height: int = 32, width: int = 32, seed: int = 0) -> Path:
+def make_synthetic_pairs(
+    folder: str | Path, num_frames: int = 9, height: int = 32, width: int = 32, seed: int = 0
+) -> Path:
     """Write one moving-shapes pair per task plus ``manifest.jsonl`` into ``folder``; return the manifest path."""
     from effivmt.data.synthetic import moving_shapes
     from effivmt.data.video import write_video

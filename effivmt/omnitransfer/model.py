@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from effivmt.attention import grid_positions, install_processors, rope_cos_sin
-from effivmt.omnitransfer.attention import JointMask, ReferenceKV, reference_state
+from effivmt.omnitransfer.attention import JointMask, ReferenceKV
 from effivmt.omnitransfer.encoders import TEXT_LENGTH
 from effivmt.omnitransfer.tasks import TaskConfig, task_offsets
 
@@ -54,7 +55,18 @@ def pad_context(features: torch.Tensor, length: int = TEXT_LENGTH) -> torch.Tens
     """
     if features.shape[1] > length:
         raise ValueError(f"context has {features.shape[1]} tokens, more than {length}")
-    return torch.cat([features, features.new_zeros(features.shape[0], length - features.shape[1], features.shape[2])], 1)
+    b, n, d = features.shape
+    return torch.cat([features, features.new_zeros(b, length - n, d)], dim=1)
+
+
+def _run_block(block, state, hidden, context, proj, rope) -> torch.Tensor:
+    """One Wan block with ``state`` (``ReferenceKV`` / ``JointMask``) on its self-attention processor."""
+    processor = block.attn1.processor
+    previous, processor.reference = processor.reference, state
+    try:
+        return block(hidden, context, proj, rope)
+    finally:
+        processor.reference = previous
 
 
 class OmniTransferModel(nn.Module):
@@ -73,6 +85,7 @@ class OmniTransferModel(nn.Module):
         self.transformer = transformer
         self.aligner = aligner
         self.tasks = tasks or TaskConfig()
+        self._target_rope: dict = {}
 
     # ----------------------------------------------------------------------------------------------- pieces
     def grid(self, latent: torch.Tensor) -> Grid:
@@ -100,7 +113,7 @@ class OmniTransferModel(nn.Module):
         return grid_positions(*target_grid), refs
 
     def rope(self, positions: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin ``(1 or B, N, 1, head_dim)`` from positions ``(N, 3)`` or ``(B, N, 3)`` (``PositionalRope``'s maths)."""
+        """cos/sin ``(1 or B, N, 1, head_dim)`` of positions ``(N, 3)`` / ``(B, N, 3)`` (``PositionalRope``'s maths)."""
         theta = getattr(self.transformer.rope, "theta", 10000.0)
         dim = self.transformer.config.attention_head_dim
         pairs = [rope_cos_sin(p, dim, theta) for p in (positions[None] if positions.ndim == 2 else positions)]
@@ -119,20 +132,27 @@ class OmniTransferModel(nn.Module):
         sequence: ``(B, N, 6, dim)``). Context is ``[image tokens; text tokens]`` as the I2V processor expects.
         """
         flat = timestep.flatten() if seq_len is not None else timestep
-        temb, proj, context, image_ctx = self.transformer.condition_embedder(flat, text, image, timestep_seq_len=seq_len)
+        embedder = self.transformer.condition_embedder
+        temb, proj, context, image_ctx = embedder(flat, text, image, timestep_seq_len=seq_len)
         proj = proj.unflatten(2, (6, -1)) if seq_len is not None else proj.unflatten(1, (6, -1))
         if image_ctx is not None:
             context = torch.cat([image_ctx, context], dim=1)
         return temb, proj, context
 
-    def _blocks(self, hidden, context, proj, rope, states: list | None = None, checkpoint: bool = True):
-        """Run every Wan block; append each block's output to ``states`` if given."""
+    def _blocks(self, hidden, context, proj, rope, state, states: list | None = None, checkpoint: bool = True):
+        """Run every Wan block with ``state`` on its self-attention; append block outputs to ``states`` if given.
+
+        The state is attached inside the (possibly checkpointed) call, so a recomputation in the backward pass
+        sees the same reference keys/values as the forward pass did.
+        """
         tf = self.transformer
         for block in tf.blocks:
             if checkpoint and torch.is_grad_enabled() and tf.gradient_checkpointing:
-                hidden = tf._gradient_checkpointing_func(block, hidden, context, proj, rope)
+                hidden = torch.utils.checkpoint.checkpoint(
+                    _run_block, block, state, hidden, context, proj, rope, use_reentrant=False
+                )
             else:
-                hidden = block(hidden, context, proj, rope)
+                hidden = _run_block(block, state, hidden, context, proj, rope)
             if states is not None:
                 states.append(hidden)
         return hidden
@@ -178,15 +198,15 @@ class OmniTransferModel(nn.Module):
         grids = [self.grid(r) for r in references]
         _, ref_positions = self.positions(target_grid, tasks, grids)
         kv = ReferenceKV()
-        with reference_state(self.transformer, kv):
-            for ref, pos, text, image in zip(references, ref_positions, contexts, images, strict=True):
-                zero = torch.zeros(ref.shape[0], device=ref.device)
-                temb, proj, context = self._condition(zero, text, image)
-                collected = [] if states is not None else None
-                # no checkpointing here: a recomputed record would append its keys/values twice
-                self._blocks(self._embed(ref), context, proj, self.rope(pos, ref.device), collected, checkpoint=False)
-                if states is not None:
-                    states.append(collected)
+        for ref, pos, text, image in zip(references, ref_positions, contexts, images, strict=True):
+            zero = torch.zeros(ref.shape[0], device=ref.device)
+            _, proj, context = self._condition(zero, text, image)
+            collected = [] if states is not None else None
+            rope = self.rope(pos, ref.device)
+            # no checkpointing here: a recomputed record would append its keys/values twice
+            self._blocks(self._embed(ref), context, proj, rope, kv, collected, checkpoint=False)
+            if states is not None:
+                states.append(collected)
         kv.mode = "replay"
         return kv
 
@@ -209,11 +229,13 @@ class OmniTransferModel(nn.Module):
         """
         grid = self.grid(target)
         temb, proj, ctx = self._condition(timestep.expand(target.shape[0]), context, image)
-        rope = self.rope(grid_positions(*grid), target.device)
+        key = (grid, str(target.device))
+        if key not in self._target_rope:  # same every denoising step: compute once per grid
+            self._target_rope = {key: self.rope(grid_positions(*grid), target.device)}
+        rope = self._target_rope[key]
         kv = references if references is not None else ReferenceKV()
         kv.mode = "replay"
-        with reference_state(self.transformer, kv):
-            hidden = self._blocks(self._embed(target), ctx, proj, rope)
+        hidden = self._blocks(self._embed(target), ctx, proj, rope, kv)
         return self._head(hidden, temb, grid)
 
     def joint_forward(
@@ -244,6 +266,5 @@ class OmniTransferModel(nn.Module):
             tgt_pos = tgt_pos.expand(b, -1, -1)
             ref_pos = [p.expand(b, -1, -1) for p in ref_pos]
         rope = self.rope(torch.cat([tgt_pos, *ref_pos], dim=-2), target.device)
-        with reference_state(self.transformer, JointMask(lengths, one_way)):
-            hidden = self._blocks(torch.cat(tokens, dim=1), ctx, proj, rope)
+        hidden = self._blocks(torch.cat(tokens, dim=1), ctx, proj, rope, JointMask(lengths, one_way))
         return self._head(hidden[:, : lengths[0]], temb[:, : lengths[0]], grid)

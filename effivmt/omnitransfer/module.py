@@ -77,7 +77,8 @@ class OmniTransferModule(L.LightningModule):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "tasks", "model_path", "mllm_path", "init_from"])  # plain types only
+        # plain types only, so the .ckpt loads with torch.load(weights_only=True)
+        self.save_hyperparameters(ignore=["optimizer", "tasks", "model_path", "mllm_path", "init_from"])
         self.stage = stage
         self.paths = (model_path, mllm_path, init_from)
         self.task_config = tasks or TaskConfig()
@@ -107,7 +108,8 @@ class OmniTransferModule(L.LightningModule):
             load_weights(self.model, init_from)
         if self.stage == 3:
             self.model.aligner.add_lora(*self.lora)
-        self.model.transformer.gradient_checkpointing = self.gradient_checkpointing
+        if self.gradient_checkpointing:
+            self.model.transformer.enable_gradient_checkpointing()
         set_stage_trainable(self.model, self.stage)
 
     def on_fit_start(self) -> None:

@@ -85,9 +85,11 @@ class OmniTransferPipeline:
         if use_mllm:
             mllm_parts = load_mllm(mllm, dtype=wan.transformer.dtype, device=device)
             size = mllm_image_size or ((16, 16) if mllm is None else (448, 448))
-            aligner = MultimodalAligner(
-                mllm_parts, wan.transformer.config.text_dim, tasks, size, num_reference_frames
-            ).to(device)
+            with torch.random.fork_rng(devices=[]):  # queries and connector start the same for a given seed
+                torch.manual_seed(seed + 10)
+                aligner = MultimodalAligner(
+                    mllm_parts, wan.transformer.config.text_dim, tasks, size, num_reference_frames
+                ).to(device)
         return cls(wan, OmniTransferModel(wan.transformer, aligner, tasks))
 
     @property
@@ -111,7 +113,9 @@ class OmniTransferPipeline:
     def _text(self, prompts: list[str]) -> torch.Tensor:
         return encode_text(self.wan.text_encoder, self.wan.tokenizer, prompts).to(self.device)
 
-    def encode_first_frame(self, first_frame: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def encode_first_frame(
+        self, first_frame: torch.Tensor, num_frames: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Target condition ``[m, c]`` ``(B, 4+n, f, h, w)`` and CLIP features of ``first_frame`` ``(B, 3, H, W)``."""
         cond = target_condition(self.wan.vae, first_frame, num_frames).to(self.device)
         return cond, self._clip(first_frame)

@@ -120,7 +120,8 @@ def task_offsets(
     """
     config = config or TaskConfig()
     if len(tasks) != len(reference_grids):
-        raise ConfigError(f"{len(tasks)} task(s) for {len(reference_grids)} reference(s)", "give one task per reference")
+        hint = "give one task per reference"
+        raise ConfigError(f"{len(tasks)} task(s) for {len(reference_grids)} reference(s)", hint)
     used = {axis: float(target_grid[i]) for axis, i in _AXIS_INDEX.items()}
     offsets = []
     for task, grid in zip(tasks, reference_grids, strict=True):

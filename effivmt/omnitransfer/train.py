@@ -8,6 +8,7 @@ is skipped; an interrupted one resumes from ``OUT/checkpoints/stage{k}/last.ckpt
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from effivmt.args import AnyPath
 from effivmt.errors import ConfigError
 from effivmt.omnitransfer.checkpoint import WEIGHTS_NAME, save_weights
 from effivmt.omnitransfer.tasks import TaskConfig
@@ -26,9 +28,9 @@ log = logging.getLogger(__name__)
 class OmniModelArgs:
     """Backbone, MLLM and adapter settings."""
 
-    path: Path | None = None
+    path: AnyPath | None = None
     """Wan 2.1 I2V diffusers folder (the paper uses 14B); empty: the tiny random model."""
-    mllm: Path | None = None
+    mllm: AnyPath | None = None
     """Qwen2.5-VL folder; empty: the tiny random Qwen2.5-VL."""
     dtype: str = "bf16"
     """Model dtype (``fp32`` on CPUs)."""
@@ -50,7 +52,7 @@ class OmniModelArgs:
 class PairedDataArgs:
     """The paired-clip manifest and the clip shape."""
 
-    manifest: Path
+    manifest: AnyPath
     """JSONL manifest of reference/target/prompt/task rows (paths relative to it)."""
     num_frames: int = 81
     height: int = 480
@@ -92,7 +94,7 @@ def train(
     stage2: StageArgs | None = None,
     stage3: StageArgs | None = None,
     trainer: TrainerArgs | None = None,
-    init_from: Path | None = None,
+    init_from: AnyPath | None = None,
     seed: int = 0,
 ) -> Path:
     """Train OmniTransfer (stage 1: DiT blocks, 2: connector, 3: joint with MLLM LoRA) on paired videos.
@@ -159,7 +161,10 @@ def train(
         )
         fit.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
         meta = {"stage": stage, "lora_rank": model.lora_rank, "lora_alpha": model.lora_alpha,
-                "steps": fit.global_step, "loss": float(fit.callback_metrics.get("train/loss", float("nan")))}
+                "tasks": dataclasses.asdict(model.tasks), "num_reference_frames": model.num_reference_frames,
+                "mllm_image_size": model.mllm_image_size, "num_frames": data.num_frames,
+                "size": [data.height, data.width], "steps": fit.global_step,
+                "loss": float(fit.callback_metrics.get("train/loss", float("nan")))}
         previous = save_weights(module.model, final, meta)
         log.info("stage %d done: %s", stage, final)
     return previous

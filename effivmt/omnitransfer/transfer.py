@@ -76,7 +76,8 @@ def transfer(
             without it the model is the untrained backbone (useful only for smoke tests).
         model: diffusers-format Wan 2.1 I2V folder; empty: the tiny random model.
         mllm: Qwen2.5-VL folder; empty: the tiny random Qwen2.5-VL.
-        num_frames: target frames, ``1 + 4k`` (default 81, or 9 with the tiny model); references are read at this length.
+        num_frames: target frames, ``1 + 4k`` (default 81, or 9 with the tiny model); references are read at this
+            length (or the longest ``1 + 4k`` they have).
         height: target height, multiple of 16 (default 480, or 32 with the tiny model).
         width: target width, multiple of 16 (default 832, or 32 with the tiny model).
         steps: denoising steps.
@@ -95,10 +96,10 @@ def transfer(
         ``out``.
     """
     from effivmt.data.video import check_frame_count, load_clip, write_video
-    from effivmt.omnitransfer.checkpoint import load_weights
+    from effivmt.omnitransfer.checkpoint import load_weights, read_metadata
     from effivmt.omnitransfer.pipeline import OmniTransferPipeline
     from effivmt.omnitransfer.reference import decode_latents
-    from effivmt.omnitransfer.tasks import parse_tasks
+    from effivmt.omnitransfer.tasks import TaskConfig, parse_tasks
 
     tasks = parse_tasks(task)
     references = [reference] if isinstance(reference, str | Path) else list(reference)
@@ -112,15 +113,19 @@ def transfer(
     num_frames = check_frame_count(num_frames or (9 if tiny else 81))
     height, width = height or (32 if tiny else 480), width or (32 if tiny else 832)
     start = time.perf_counter()
-    pipe = OmniTransferPipeline.load(model, mllm, use_mllm=use_mllm, dtype=dtype, device=device)
+    meta = read_metadata(checkpoint) if checkpoint is not None else {}  # train with N queries -> infer with N
+    size = meta.get("mllm_image_size")
+    pipe = OmniTransferPipeline.load(
+        model, mllm, use_mllm=use_mllm, tasks=TaskConfig(**meta["tasks"]) if "tasks" in meta else None,
+        mllm_image_size=tuple(size) if size else None, num_reference_frames=int(meta.get("num_reference_frames", 4)),
+        dtype=dtype, device=device,
+    )
     if checkpoint is not None:
         load_weights(pipe.model, checkpoint)
     pipe.model.eval()
     frame = load_first_frame(first_frame, height, width)
-    videos = [
-        load_clip(r, num_frames=num_frames, height=height, width=width, fps=fps, frame_mode="first", allow_fewer=True)[0][None]
-        for r in references
-    ]
+    clip_args = dict(num_frames=num_frames, height=height, width=width, fps=fps, frame_mode="first", allow_fewer=True)
+    videos = [load_clip(r, **clip_args)[0][None] for r in references]
     loaded = time.perf_counter()
     latents = pipe.sample(
         frame, videos, list(tasks), prompt, num_frames=num_frames, negative_prompt=negative_prompt, steps=steps,
@@ -132,7 +137,8 @@ def transfer(
     write_video(out, video[0], fps=fps)
     write_json_atomic(out.with_suffix(".json"), {
         "task": "+".join(tasks), "reference": [str(r) for r in references], "first_frame": str(first_frame),
-        "prompt": prompt, "checkpoint": str(checkpoint) if checkpoint else None, "model": str(model) if model else "tiny",
+        "prompt": prompt, "checkpoint": str(checkpoint) if checkpoint else None,
+        "model": str(model) if model else "tiny",
         "mllm": str(mllm) if mllm else ("tiny" if use_mllm else None), "num_frames": num_frames, "height": height,
         "width": width, "steps": steps, "guidance": guidance, "seed": seed, "cache_reference": cache_reference,
         "seconds": {"load": round(loaded - start, 3), "sample": round(sampled - loaded, 3),

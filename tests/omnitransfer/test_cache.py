@@ -3,7 +3,6 @@
 import torch
 
 
-
 def test_cached_generation_equals_recomputed(pipe, video):
     """Whole sampling loop (UniPC, CFG 5, two references id+motion): cache on vs off.
 

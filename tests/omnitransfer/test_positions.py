@@ -1,11 +1,10 @@
-"""Task-aware Positional Bias reaches the rotary embedding: reference positions = target positions + the task's offset."""
+"""Task-aware Positional Bias reaches the rotary embedding: reference positions = target positions + task offset."""
 
 import pytest
 import torch
 
 from effivmt.attention import grid_positions, rope_cos_sin
 from effivmt.omnitransfer.tasks import TASKS
-
 
 
 def _captured_rotary(model, run):

@@ -5,7 +5,6 @@ from effivmt.omnitransfer.reference import encode_video, reference_input, target
 from effivmt.omnitransfer.tasks import TaskConfig
 
 
-
 def test_reference_input_layout():
     """[z_ref (n), mask = 1 (4), flag (n)]: 2n + 4 = 36 channels, the I2V in_channels; per-item flags."""
     z = torch.randn(2, 16, 3, 4, 4)

@@ -41,7 +41,7 @@ def test_single_task_offset(task, expected):
 
 
 def test_combination_offsets_stack_per_axis():
-    """id+motion: the paper's two offsets; id+style: style sits after the ID clip in time; motion+camera: side by side."""
+    """id+motion: the paper's two offsets; id+style: style after the ID clip in time; motion+camera: side by side."""
     grid = (3, 2, 4)
     assert task_offsets(["id", "motion"], grid, [grid, grid]) == [(3, 0, 0), (0, 0, 4)]
     assert task_offsets(["id", "style"], grid, [(5, 2, 4), grid]) == [(3, 0, 0), (8, 0, 0)]

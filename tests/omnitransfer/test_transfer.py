@@ -1,0 +1,37 @@
+import json
+
+import pytest
+
+from effivmt.errors import ConfigError, VideoError
+from effivmt.omnitransfer.transfer import transfer
+
+
+def test_transfer_writes_video_and_settings(tmp_path, synthetic_manifest):
+    from effivmt.data.video import read_video, write_image
+
+    folder = synthetic_manifest.parent
+    first = read_video(folder / "id-target.mp4")[0][0]
+    write_image(tmp_path / "first.png", first)
+    out = transfer(
+        task="id+motion", reference=[folder / "id-reference.mp4", folder / "motion-reference.mp4"],
+        first_frame=tmp_path / "first.png", prompt="a red circle", out=tmp_path / "o" / "out.mp4", steps=2,
+        guidance=3.0,
+    )
+    assert read_video(out)[0].shape == (9, 32, 32, 3)
+    settings = json.loads(out.with_suffix(".json").read_text())
+    assert settings["task"] == "id+motion" and settings["model"] == "tiny" and settings["cache_reference"] is True
+
+
+def test_transfer_help_line_and_errors(tmp_path, synthetic_manifest):
+    assert transfer.__doc__.splitlines()[0].startswith("Transfer a reference video's motion")
+    ref = synthetic_manifest.parent / "motion-reference.mp4"
+    with pytest.raises(ConfigError, match="one --reference per task"):
+        transfer("id+motion", ref, ref, "p", tmp_path / "o.mp4")
+    with pytest.raises(ConfigError, match="--out must end in"):
+        transfer("motion", ref, ref, "p", tmp_path / "o.gif")
+    with pytest.raises(ConfigError, match="unknown task"):
+        transfer("pose", ref, ref, "p", tmp_path / "o.mp4")
+    with pytest.raises(ConfigError, match="1 \\+ 4k"):
+        transfer("motion", ref, ref, "p", tmp_path / "o.mp4", num_frames=8)
+    with pytest.raises(VideoError, match="does not exist"):
+        transfer("motion", ref, tmp_path / "missing.png", "p", tmp_path / "o.mp4", steps=1)
