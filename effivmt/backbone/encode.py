@@ -11,45 +11,54 @@ import torch
 from effivmt.backbone.wan import WanComponents
 
 
-def _latent_stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(like)
-    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(like)
+def latent_stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wan VAE ``latents_mean`` and ``latents_std`` as ``(1, z, 1, 1, 1)`` tensors like ``like``."""
+    z = vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean, dtype=like.dtype, device=like.device).view(1, z, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, dtype=like.dtype, device=like.device).view(1, z, 1, 1, 1)
     return mean, std
 
 
 @torch.no_grad()
-def encode_video(components: WanComponents, video: torch.Tensor) -> torch.Tensor:
-    """Video ``(3, F, H, W)`` or ``(B, 3, F, H, W)`` in [-1, 1] -> normalised latents ``(B, 16, 1 + (F-1)/4, H/8, W/8)``.
+def vae_encode(vae, video: torch.Tensor) -> torch.Tensor:
+    """Video ``(B, 3, F, H, W)`` in [-1, 1] -> normalised latents ``(B, z, 1 + (F-1)/4, H/8, W/8)`` (float32).
 
-    Uses the posterior mean (``mode``), so the cache is deterministic.
+    Uses the posterior mode (as the pipelines do for condition latents), so the same clip always gives the same
+    latents and the cache is deterministic.
     """
-    vae = components.vae
-    if video.ndim == 4:
-        video = video[None]
-    x = video.to(device=vae.device, dtype=vae.dtype)
-    z = vae.encode(x).latent_dist.mode()
-    mean, std = _latent_stats(vae, z)
-    return ((z - mean) / std).float()
+    param = next(vae.parameters())
+    latent = vae.encode(video.to(param.device, param.dtype)).latent_dist.mode().float()
+    mean, std = latent_stats(vae, latent)
+    return (latent - mean) * (1.0 / std)  # upstream multiplies by 1/std: bit-identical to the pipelines
 
 
 @torch.no_grad()
+def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latents ``(B, z, f, h, w)`` -> video ``(B, 3, F, H, W)`` in [-1, 1] (float32)."""
+    param = next(vae.parameters())
+    mean, std = latent_stats(vae, latents.float())
+    video = vae.decode((latents.float() / (1.0 / std) + mean).to(param.device, param.dtype), return_dict=False)[0]
+    return video.float().clamp(-1, 1)
+
+
+def encode_video(components: WanComponents, video: torch.Tensor) -> torch.Tensor:
+    """:func:`vae_encode` with ``components.vae``; also takes a single clip ``(3, F, H, W)``."""
+    return vae_encode(components.vae, video[None] if video.ndim == 4 else video)
+
+
 def encode_frames(components: WanComponents, video: torch.Tensor, batch: int = 8) -> torch.Tensor:
-    """Each video frame encoded on its own as an image: ``(3, F, H, W)`` -> ``(F, 16, 1, H/8, W/8)``.
+    """Each video frame encoded on its own as an image: ``(3, F, H, W)`` -> ``(F, z, 1, H/8, W/8)``.
 
     The spatial stage trains on single frames (text-to-image); a frame encoded alone is what Wan sees for a
     one-frame video, unlike a slice of the clip's latent (whose later frames each summarise four frames).
     """
     frames = video.transpose(0, 1)[:, :, None]  # (F, 3, 1, H, W)
-    return torch.cat([encode_video(components, chunk) for chunk in frames.split(batch)])
+    return torch.cat([vae_encode(components.vae, chunk) for chunk in frames.split(batch)])
 
 
-@torch.no_grad()
 def decode_latents(components: WanComponents, latents: torch.Tensor) -> torch.Tensor:
-    """Normalised latents ``(B, 16, F', H', W')`` -> video ``(B, 3, F, H, W)`` in [-1, 1]."""
-    vae = components.vae
-    z = latents.to(device=vae.device, dtype=vae.dtype)
-    mean, std = _latent_stats(vae, z)
-    return vae.decode(z * std + mean, return_dict=False)[0].clamp(-1, 1).float()
+    """:func:`vae_decode` with ``components.vae``."""
+    return vae_decode(components.vae, latents)
 
 
 @torch.no_grad()

@@ -18,37 +18,9 @@ from collections.abc import Sequence
 
 import torch
 
+from effivmt.backbone.encode import vae_decode as decode_latents  # noqa: F401  (OmniTransfer API)
+from effivmt.backbone.encode import vae_encode as encode_video
 from effivmt.omnitransfer.tasks import TaskConfig
-
-
-def _stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Wan VAE ``latents_mean`` and ``latents_std`` as ``(1, n, 1, 1, 1)`` tensors."""
-    z = vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean, dtype=like.dtype, device=like.device).view(1, z, 1, 1, 1)
-    std = torch.tensor(vae.config.latents_std, dtype=like.dtype, device=like.device).view(1, z, 1, 1, 1)
-    return mean, std
-
-
-@torch.no_grad()
-def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
-    """Video ``(B, 3, F, H, W)`` in ``[-1, 1]`` -> normalised latent ``(B, n, 1 + (F-1)/4, H/8, W/8)``.
-
-    Uses the posterior mode (``sample_mode="argmax"``, as the pipeline does for its condition latent) so the
-    same clip always gives the same latent.
-    """
-    param = next(vae.parameters())
-    latent = vae.encode(video.to(param.device, param.dtype)).latent_dist.mode().float()
-    mean, std = _stats(vae, latent)
-    return (latent - mean) * (1.0 / std)  # upstream multiplies by 1/std: bit-identical to the pipeline
-
-
-@torch.no_grad()
-def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Normalised latent ``(B, n, f, h, w)`` -> video ``(B, 3, F, H, W)`` in ``[-1, 1]``."""
-    param = next(vae.parameters())
-    mean, std = _stats(vae, latents.float())
-    video = vae.decode((latents.float() / (1.0 / std) + mean).to(param.device, param.dtype), return_dict=False)[0]
-    return video.float().clamp(-1, 1)
 
 
 def first_frame_mask(batch: int, num_frames: int, latent_hw: tuple[int, int], temporal: int = 4) -> torch.Tensor:
