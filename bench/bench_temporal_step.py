@@ -11,9 +11,8 @@ Why the ratio can beat the token ratio: 81 frames are 21 latent frames, 17 are 5
 ``4 N^2 d`` FLOPs against ``2 N (6 d^2 + 2 d ffn)`` for the linears, a ratio of ``N / (3 d + ffn)`` = N / 13,568
 at Wan 1.3B's widths (d = 1,536, ffn = 8,960). At 480 x 832 (N = 32,760) the maps are 2.4x the linears and
 the estimated step FLOPs fall 10.2x (767 -> 75 TFLOP over 30 blocks; ``--dry-run`` prints the estimate for
-any shape). The CPU default is far smaller (2,352 tokens), so there the maps are minor and the ratio sits at
-or below the token ratio 4.2x: fixed costs (the 512 text tokens, LoRA's thin matmuls, AdamW) weigh more on
-the small sparse step.
+any shape). The CPU default is far smaller (2,352 tokens): there the maps are minor and the ratio sits near
+the token ratio 4.2x (4.7x measured, bench/README.md); ``--height 240 --width 416`` (8,190 tokens) gives 7.1x.
 
 CPU (default, fits a few minutes on 2 cores)::
 
@@ -68,11 +67,13 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
-def step_flops(tokens: int, layers: int, dim: int, ffn: int) -> float:
-    """Training-step FLOPs: forward, plus a backward of ~1x for the frozen linears (input grads only)
-    and ~2x for the attention maps (dS -> dQ, dK; dP -> dV)."""
+def step_flops(tokens: int, layers: int, dim: int, ffn: int, text_dim: int) -> float:
+    """Training-step FLOPs: the forward, plus a backward of ~1x for the frozen linears over the video tokens
+    (input gradients only) and ~2x for the attention maps (dS -> dQ, dK; dP -> dV). The text side (embedder,
+    cross-attention k/v) has no backward: nothing upstream of it trains."""
     f = block_flops(tokens, dim, ffn)
-    return layers * (2 * f["linear"] + 3 * f["attention"])
+    text_embedder = 2 * TEXT_LEN * (text_dim * dim + dim * dim)
+    return layers * (2 * f["linear"] + f["text"] + 3 * f["attention"]) + text_embedder
 
 
 def build(args: argparse.Namespace, dtype: torch.dtype):
@@ -112,11 +113,11 @@ def main() -> None:
     f, h, w = video_to_tokens(args.frames, args.height, args.width)
     fs = (args.sparse_frames - 1) // 4 + 1
     n_full, n_sparse = f * h * w, fs * h * w
-    flops = {"full": step_flops(n_full, args.layers, dim, args.ffn_dim),
-             "sparse": step_flops(n_sparse, args.layers, dim, args.ffn_dim)}
+    flops = {"full": step_flops(n_full, args.layers, dim, args.ffn_dim, args.text_dim),
+             "sparse": step_flops(n_sparse, args.layers, dim, args.ffn_dim, args.text_dim)}
     # The same estimate at the real 1.3B shape (81 x 480 x 832 vs 17 frames): ~9.5x forward, ~10x per step.
     f13, h13, w13 = video_to_tokens(81, 480, 832)
-    real = {k: step_flops(n * h13 * w13, 30, 1536, 8960) for k, n in (("full", f13), ("sparse", 5))}
+    real = {k: step_flops(n * h13 * w13, 30, 1536, 8960, 4096) for k, n in (("full", f13), ("sparse", 5))}
     config = {
         "layers": args.layers, "heads": args.heads, "head_dim": args.head_dim, "dim": dim, "ffn_dim": args.ffn_dim,
         "text_dim": args.text_dim, "text_len": TEXT_LEN, "video": [args.frames, args.height, args.width],

@@ -2,7 +2,8 @@
 
 Every script prints human-readable progress to stderr and exactly one JSON line to stdout at the end, so
 ``python bench/bench_x.py ... | tail -1 | jq`` gives its figures. Ratios are measured side by side in one
-run (A, B, A, B, ...) and reported as medians: on a shared CPU the absolute seconds drift, the ratio much less.
+run (A, B, A, B, ...) and reported as medians, every repetition beside them: on a CPU shared with other jobs
+a contended run shows itself as scattered repetitions (bench/README.md, Results).
 """
 
 from __future__ import annotations
@@ -126,13 +127,15 @@ def video_to_tokens(
 
 
 def block_flops(tokens: int, dim: int, ffn: int, text: int = TEXT_LEN) -> dict[str, float]:
-    """Forward FLOPs of one Wan block (2 per multiply-add), split into attention maps and everything else.
+    """Forward FLOPs of one Wan block (2 per multiply-add): linears over the video tokens, over the text, maps.
 
     self-attention: q, k, v, out projections 4 x 2*N*d^2; maps QK^T and AV 2 x 2*N^2*d.
-    cross-attention: q, out 2 x 2*N*d^2; k, v of the text 2 x 2*L*d^2; maps 2 x 2*N*L*d.
+    cross-attention: q, out 2 x 2*N*d^2; k, v of the L text tokens 2 x 2*L*d^2; maps 2 x 2*N*L*d.
     FFN: 2 x 2*N*d*ffn.  Norms, RoPE and modulation are O(N*d) and left out.
     """
     n, d, lt = tokens, dim, text
-    linear = 4 * 2 * n * d * d + 2 * 2 * n * d * d + 2 * 2 * lt * d * d + 2 * 2 * n * d * ffn
+    linear = 4 * 2 * n * d * d + 2 * 2 * n * d * d + 2 * 2 * n * d * ffn
+    text_kv = 2 * 2 * lt * d * d
     maps = 2 * 2 * n * n * d + 2 * 2 * n * lt * d
-    return {"linear": float(linear), "attention": float(maps), "total": float(linear + maps)}
+    return {"linear": float(linear), "text": float(text_kv), "attention": float(maps),
+            "total": float(linear + text_kv + maps)}
