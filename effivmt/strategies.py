@@ -75,11 +75,12 @@ def expected_world_size(args: TrainerArgs) -> int:
 def build_strategy(args: TrainerArgs) -> str | Strategy:
     """``trainer.strategy`` -> what ``L.Trainer(strategy=...)`` takes, refusing what cannot work before any stage runs.
 
-    * ``fsdp``: :class:`~lightning.pytorch.strategies.FSDPStrategy` with one FSDP unit per ``WanTransformerBlock``
-      (full shard; frozen base and adapter share units, so ``use_orig_params`` stays on, Lightning's default).
-      Activation checkpointing stays with ``trainer.gradient_checkpointing`` (diffusers' own).
+    * ``fsdp`` / ``fsdp_cpu_offload``: :class:`~lightning.pytorch.strategies.FSDPStrategy` with one FSDP unit per
+      ``WanTransformerBlock`` (full shard; frozen base and adapter share units, so ``use_orig_params`` stays on,
+      Lightning's default), parameters offloaded to the CPU for the second. Activation checkpointing stays with
+      ``trainer.gradient_checkpointing`` (diffusers' own).
     * ``deepspeed_stage_2`` / ``deepspeed_stage_3`` (and the other registered names): passed through as strings.
-    * anything else Lightning registers (``auto``, ``ddp``, ``ddp_spawn``, ``fsdp_cpu_offload`` ...) unchanged.
+    * anything else Lightning registers (``auto``, ``ddp``, ``ddp_spawn`` ...) unchanged.
 
     Raises:
         ConfigError: an unknown name (with the nearest known one); DeepSpeed chosen but not installed; FSDP or
@@ -99,22 +100,22 @@ def build_strategy(args: TrainerArgs) -> str | Strategy:
         )
     on_cpu = args.accelerator == "cpu" or (args.accelerator == "auto" and not torch.cuda.is_available())
     if name.startswith(("fsdp", "deepspeed")) and on_cpu:
-        raise ConfigError(f"trainer.strategy={name} needs GPUs (Lightning runs FSDP and DeepSpeed on CUDA only)",
-                          "on the CPU use trainer.strategy=ddp (or auto)")
+        raise ConfigError(f"trainer.strategy={name} needs GPUs: Lightning runs FSDP and DeepSpeed on CUDA only",
+                          "on the CPU use trainer.strategy=ddp or auto")
     world = expected_world_size(args)
     if name.startswith(SHARDED_PARAMS) and world > 1:
         raise ConfigError(
             f"trainer.strategy={name} over {world} processes shards the adapter weights, and the run cannot gather "
             "them back into adapters/ yet",
-            "use ddp (14B in bf16 with gradient checkpointing fits one 80 GB GPU) or deepspeed_stage_2; "
+            "use ddp (every GPU holds the whole model: 14B in bf16 is ~28 GB) or deepspeed_stage_2; "
             "see docs/scaling.md",
         )
-    if name == "fsdp":
+    if name in ("fsdp", "fsdp_cpu_offload"):
         from diffusers.models.transformers.transformer_wan import WanTransformerBlock
         from lightning.pytorch.strategies import FSDPStrategy
 
         return FSDPStrategy(auto_wrap_policy={WanTransformerBlock}, sharding_strategy="FULL_SHARD",
-                            state_dict_type="full")
+                            state_dict_type="full", cpu_offload=name == "fsdp_cpu_offload")
     return name
 
 
@@ -168,7 +169,9 @@ class FiniteGuard(L.Callback):
             self._stop(trainer, f"{what} at step {trainer.global_step + 1}")
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        bad = next((n for n, p in module.named_parameters() if p.requires_grad and not torch.isfinite(p).all()), None)
+        trained = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        finite = torch.stack([torch.isfinite(p).all() for _, p in trained]) if trained else torch.ones(1, dtype=bool)
+        bad = None if bool(finite.all()) else trained[int((~finite).nonzero()[0])][0]  # one device sync per step
         if not self._agree(trainer, bad is None):
             self._stop(trainer, f"adapter weight {bad or '(on another rank)'} became non-finite at step "
                                 f"{trainer.global_step}")

@@ -82,11 +82,11 @@ def _offload(components, device: str) -> None:
 
 
 def _encode_device(args: TrainerArgs) -> str:
-    """This process's GPU when the trainer uses one (``LOCAL_RANK`` picks it under DDP/FSDP), else the CPU."""
+    """This process's GPU when the trainer uses one (``LOCAL_RANK``, or ``SLURM_LOCALID`` under srun), else the CPU."""
     import os
 
     if torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda"):
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', os.environ.get('SLURM_LOCALID', 0)))}"
     return "cpu"
 
 
@@ -108,6 +108,7 @@ def run_stages(
     seed: int,
 ) -> Path:
     """Run the selected stages in order, skipping those already done; returns the run folder."""
+    from effivmt.attention import install_processors
     from effivmt.heads import HeadScores
     from effivmt.lora import adapter_names, add_head_group_adapter, load_peft_adapter, save_peft_adapter
     from effivmt.modules.spatial import SpatialLoRAModule
@@ -115,6 +116,9 @@ def run_stages(
     from effivmt.run import _classify
 
     transformer = components.transformer
+    # the same modules whether or not this process ran the heads stage: DDP ranks > 0 and resumed runs skip it,
+    # and DDP hangs when the ranks' buffers differ (the heads stage swaps WanRotaryPosEmbed for PositionalRope)
+    install_processors(transformer)
     # the frozen VAE and text encoder work on the accelerator (heads, cache, generation) and wait on the CPU meanwhile
     device = _encode_device(trainer_args)
     # 1. head labels

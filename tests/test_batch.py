@@ -1,4 +1,4 @@
-"""``effivmt run RECIPE --manifest clips.jsonl --out ROOT [--shard i/n]``: many clips, skip finished, record failures."""
+"""``effivmt run RECIPE --manifest clips.jsonl --out ROOT [--shard i/n]``: many clips, skips, recorded failures."""
 
 from __future__ import annotations
 
@@ -97,7 +97,8 @@ def test_shards_split_rows_and_bad_rows_fail_alone(tmp_path, recipe, capsys):
 @pytest.mark.parametrize("bad", ["2/2", "1-2", "x"])
 def test_bad_shard_is_one_line(tmp_path, recipe, capsys, bad):
     manifest = write_manifest(tmp_path / "m.jsonl", [{"clip": "a.mp4"}])
-    assert cli.main(["run", str(recipe), "--manifest", str(manifest), "--out", str(tmp_path / "r"), "--shard", bad]) == 2
+    argv = ["run", str(recipe), "--manifest", str(manifest), "--out", str(tmp_path / "r"), "--shard", bad]
+    assert cli.main(argv) == 2
     assert capsys.readouterr().err.strip() == (
         f"effivmt: error: --shard must be i/n with 0 <= i < n, got {bad!r} "
         "(e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,6 +81,42 @@ def test_two_cpu_ranks_end_with_identical_adapters(tmp_path):
     moved = [k for k in init if "lora_B" in k and not torch.equal(init[k], ranks[0][k])]
     assert moved, "training did not change the temporal adapter"
     assert (tmp_path / "checkpoints" / "temporal" / "last.ckpt").exists()  # written once, by rank 0
+
+
+def test_effivmt_run_with_ddp_on_two_cpu_processes(tmp_path):
+    """The whole command under ``strategy: ddp``: Lightning re-runs it as rank 1 when the spatial stage starts.
+
+    Rank 1 skips the heads stage (rank 0 wrote heads.json); its transformer must still have the same modules and
+    buffers as rank 0's, or DDP's buffer broadcast waits forever (it did, before ``run_stages`` installed the
+    attention processors up front). Rank 0 alone writes run.json and the adapters.
+    """
+    import json
+
+    import yaml
+
+    clip = Path(__file__).resolve().parents[1] / "data" / "clips" / "moving-shapes.mp4"
+    recipe = tmp_path / "ddp.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "clip": str(clip), "clip_prompt": "a red ball", "stages": ["heads", "spatial", "temporal"],
+        "video": {"num_frames": 9, "height": 32, "width": 32, "fps": None},
+        "heads": {"alpha": 1.0, "timesteps": [500], "chunk_size": 64}, "lora": {"rank": 4, "alpha": 4},
+        "spatial": {"max_steps": 2, "checkpoint_every": 2, "log_every": 1},
+        "temporal": {"max_steps": 2, "checkpoint_every": 2, "log_every": 1,
+                     "sampler": {"class_path": "effivmt.data.samplers.UniformStride", "init_args": {"num_frames": 5}}},
+        "trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "progress_bar": False},
+    }))
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env.pop("LOCAL_RANK", None)
+    result = subprocess.run([sys.executable, "-m", "effivmt", "run", str(recipe), "--out", str(out)],
+                            capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    assert all(stages[name]["status"] == "done" for name in ("heads", "spatial", "temporal"))
+    for name in ("spatial", "temporal"):
+        assert (out / "adapters" / name / "adapter_model.safetensors").exists()
+    assert not [p.name for p in out.rglob(".*")]  # no temporary names left by concurrent writers
 
 
 @pytest.mark.parametrize("name", ["ddp", "auto", "ddp_spawn"])

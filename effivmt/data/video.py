@@ -62,6 +62,8 @@ def read_video(path: str | Path) -> tuple[torch.Tensor, float]:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
         count, fps = len(reader), float(reader.get_avg_fps())
     except (decord.DECORDError, RuntimeError) as err:
+        if _has_no_video(path):
+            raise VideoError(f"clip has no frames: {path}", "the file holds no video stream; re-export it") from err
         raise _decode_error(path, err) from err
     try:
         frames = torch.from_numpy(reader.get_batch(list(range(count))).asnumpy()) if count else None
@@ -80,6 +82,19 @@ def read_video(path: str | Path) -> tuple[torch.Tensor, float]:
     if not math.isfinite(fps) or fps <= 0:
         raise VideoError(f"clip has no frame rate: {path}", "re-encode it with one, e.g. ffmpeg -i IN -r 16 OUT.mp4")
     return frames, fps
+
+
+def _has_no_video(path: Path) -> bool:
+    """True when PyAV opens ``path`` as a container but finds no video stream or no frame in it."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return True
+            return next(container.decode(container.streams.video[0]), None) is None
+    except Exception:  # not even a container: a corrupt file, not an empty one
+        return False
 
 
 def _decode_error(path: Path, err: Exception) -> VideoError:

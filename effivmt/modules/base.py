@@ -71,11 +71,17 @@ class WanLoraModule(L.LightningModule):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.transformer.parameters() if p.requires_grad]
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Only this stage's adapter tensors: checkpoints stay small and never hold base weights."""
-        full = super().state_dict(*args, **kwargs)
+    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
+        """Only this stage's adapter tensors: checkpoints stay small and never hold base weights.
+
+        Keys are removed from the dict in place, so this also holds when a wrapper (FSDP, DeepSpeed) calls it
+        with its own ``destination`` and ``prefix``.
+        """
+        out = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
         tag = f".{self.adapter}."
-        return {k: v for k, v in full.items() if "lora_" in k and tag in k}
+        for key in [k for k in out if k.startswith(prefix) and not ("lora_" in k and tag in k)]:
+            del out[key]
+        return out
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.trainable_parameters())

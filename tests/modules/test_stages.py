@@ -114,3 +114,12 @@ def test_checkpoint_state_holds_only_the_trained_adapter(components):
     module = TemporalLoRAModule(transformer, active_adapters=["spatial", "temporal"])
     keys = list(module.state_dict())
     assert keys and all(".temporal." in k and "lora_" in k for k in keys)
+
+
+def test_adapter_only_state_dict_holds_under_a_wrapper(components):
+    transformer = components.transformer
+    add_head_group_adapter(transformer, "temporal", LABELS, "temporal", HeadGroupLoraConfig(rank=2, alpha=2))
+    wrapper = torch.nn.Module()
+    wrapper.inner = TemporalLoRAModule(transformer, active_adapters=["temporal"])
+    keys = list(wrapper.state_dict())
+    assert keys and all(k.startswith("inner.") and ".temporal." in k and "lora_" in k for k in keys)
