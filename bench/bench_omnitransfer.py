@@ -45,8 +45,15 @@ def build(preset: str, device: str, dtype: torch.dtype):
     overrides, frames, height, width = PRESETS[preset]
     big = preset.startswith("wan")
     inner = overrides["num_attention_heads"] * overrides["attention_head_dim"]
-    config = {**TINY_I2V, **overrides, "text_dim": 4096 if big else 64, "image_dim": 1280 if big else 32,
-              "added_kv_proj_dim": inner, "freq_dim": 256, "rope_max_seq_len": 1024}
+    config = {
+        **TINY_I2V,
+        **overrides,
+        "text_dim": 4096 if big else 64,
+        "image_dim": 1280 if big else 32,
+        "added_kv_proj_dim": inner,
+        "freq_dim": 256,
+        "rope_max_seq_len": 1024,
+    }
     torch.manual_seed(0)
     with torch.device(device):
         transformer = WanTransformer3DModel(**config).eval()
@@ -114,8 +121,12 @@ def main(argv: list[str] | None = None) -> dict:
         def one_time():
             return model.encode_references([ref], ["motion"], [ctx], [img], grid)
 
-        fns = {"joint_full": joint, "decoupled_recompute": recompute, "decoupled_cached": cached,
-               "one_time_reference": one_time}
+        fns = {
+            "joint_full": joint,
+            "decoupled_recompute": recompute,
+            "decoupled_cached": cached,
+            "one_time_reference": one_time,
+        }
         outputs = {name: fn() for name, fn in fns.items()}  # warm-up (allocator, kernels)
         ms = interleaved(fns, args.steps, sync)
         same = (outputs["decoupled_recompute"].float() - outputs["decoupled_cached"].float()).abs().max().item()
@@ -123,10 +134,15 @@ def main(argv: list[str] | None = None) -> dict:
     tokens = target.shape[2] * (target.shape[3] // 2) * (target.shape[4] // 2)
     report = {
         "bench": "omnitransfer_reference_attention",
-        "preset": args.preset, "device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads(),
+        "preset": args.preset,
+        "device": args.device,
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
         "layers": model.transformer.config.num_layers,
         "dim": model.transformer.config.num_attention_heads * model.transformer.config.attention_head_dim,
-        "target_tokens": tokens, "reference_tokens": tokens, "steps_timed": args.steps,
+        "target_tokens": tokens,
+        "reference_tokens": tokens,
+        "steps_timed": args.steps,
         "ms_per_step": {k: round(v, 2) for k, v in ms.items() if k != "one_time_reference"},
         "one_time_reference_ms": round(ms["one_time_reference"], 2),
         "ratio_joint_over_cached": round(ms["joint_full"] / ms["decoupled_cached"], 3),

@@ -61,8 +61,13 @@ def run_once(args: argparse.Namespace, extra: list[str], out: Path) -> dict:
     manifest = json.loads((out / "run.json").read_text())
     stages = {k: v["wall_s"] for k, v in manifest["stages"].items() if "wall_s" in v}
     staged = {k: stages[k] for k in (*STAGES, *sorted(set(stages) - set(STAGES))) if k in stages}
-    return {"stages": staged, "process_s": wall, "process_cpu_s": cpu, "other_s": wall - sum(staged.values()),
-            "peak_rss_mb": max((v.get("peak_rss_mb", 0) for v in manifest["stages"].values()), default=None)}
+    return {
+        "stages": staged,
+        "process_s": wall,
+        "process_cpu_s": cpu,
+        "other_s": wall - sum(staged.values()),
+        "peak_rss_mb": max((v.get("peak_rss_mb", 0) for v in manifest["stages"].values()), default=None),
+    }
 
 
 def main() -> None:
@@ -73,17 +78,26 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="effivmt-bench-") as tmp:
             out = Path(args.keep) if args.keep and r == args.warmup + args.repeats - 1 else Path(tmp) / "run"
             res = run_once(args, extra, out)
-        log(f"  run {r + 1}: " + ", ".join(f"{k} {v:.1f} s" for k, v in res["stages"].items())
-            + f"; other {res['other_s']:.1f} s; process {res['process_s']:.1f} s")
+        log(
+            f"  run {r + 1}: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in res["stages"].items())
+            + f"; other {res['other_s']:.1f} s; process {res['process_s']:.1f} s"
+        )
         if r >= args.warmup:
             runs.append(res)
     stages = {k: median([x["stages"][k] for x in runs]) for k in runs[0]["stages"]}
     record = {
-        "bench": "quickstart", "recipe": os.path.relpath(Path(args.recipe).resolve(), ROOT),
-        "extra_args": extra, "stages_s": stages, "stages_total_s": round(sum(stages.values()), 2),
-        "other_s": median([x["other_s"] for x in runs]), "process_s": median([x["process_s"] for x in runs]),
+        "bench": "quickstart",
+        "recipe": os.path.relpath(Path(args.recipe).resolve(), ROOT),
+        "extra_args": extra,
+        "stages_s": stages,
+        "stages_total_s": round(sum(stages.values()), 2),
+        "other_s": median([x["other_s"] for x in runs]),
+        "process_s": median([x["process_s"] for x in runs]),
         "process_cpu_s": median([x["process_cpu_s"] for x in runs]),
-        "peak_rss_mb": runs[-1]["peak_rss_mb"], "repeats": args.repeats, **machine,
+        "peak_rss_mb": runs[-1]["peak_rss_mb"],
+        "repeats": args.repeats,
+        **machine,
     }
     emit(record)
 

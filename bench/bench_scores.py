@@ -95,18 +95,44 @@ def worker(args: argparse.Namespace) -> None:
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out = {"variant": args.worker, "wall_s": wall, "cpu_s": cpu, "rss_before": rss_before, "rss_peak": rss_peak,
-           "extra_bytes": rss_peak - rss_before, "spatial": capture.spatial_sum[0].tolist(),
-           "temporal": capture.temporal_sum[0].tolist()}
+    out = {
+        "variant": args.worker,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rss_before": rss_before,
+        "rss_peak": rss_peak,
+        "extra_bytes": rss_peak - rss_before,
+        "spatial": capture.spatial_sum[0].tolist(),
+        "temporal": capture.temporal_sum[0].tolist(),
+    }
     if cuda:
         out["extra_bytes"] = torch.cuda.max_memory_allocated() - base
     print(json.dumps(out))
 
 
 def run_worker(args: argparse.Namespace, variant: str) -> dict:
-    cmd = [sys.executable, __file__, "--worker", variant, "--device", args.device, "--threads", str(args.threads),
-           "--frames", str(args.frames), "--height", str(args.height), "--width", str(args.width),
-           "--heads", str(args.heads), "--head-dim", str(args.head_dim), "--chunk-size", str(args.chunk_size)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        variant,
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--frames",
+        str(args.frames),
+        "--height",
+        str(args.height),
+        "--width",
+        str(args.width),
+        "--heads",
+        str(args.heads),
+        "--head-dim",
+        str(args.head_dim),
+        "--chunk-size",
+        str(args.chunk_size),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{variant} worker failed (rc {done.returncode}):\n{done.stderr[-2000:]}")
@@ -124,9 +150,11 @@ def main() -> None:
     chunk = min(args.chunk_size, n)
     naive_map, chunk_map = map_bytes(args.heads, n, n), map_bytes(args.heads, chunk, n)
     real_n = 21 * 30 * 52  # 81 x 480 x 832 on Wan 1.3B
-    log(f"scores: {args.heads} heads x {args.head_dim}, grid {f}x{h}x{w} = {n} tokens; one map: naive "
+    log(
+        f"scores: {args.heads} heads x {args.head_dim}, grid {f}x{h}x{w} = {n} tokens; one map: naive "
         f"{args.heads} x {n}^2 x 4 B = {naive_map / 1e9:.2f} GB, chunked {args.heads} x {chunk} x {n} x 4 B = "
-        f"{chunk_map / 1e9:.3f} GB")
+        f"{chunk_map / 1e9:.3f} GB"
+    )
     variants = ["chunked", "naive"]
     avail = available_bytes(args.device)
     if avail is not None and 2.2 * naive_map > 0.9 * avail:
@@ -136,17 +164,31 @@ def main() -> None:
     for r in range(args.repeats):
         for v in variants:
             res = run_worker(args, v)
-            log(f"  {v:<8} run {r + 1}/{args.repeats}  {res['wall_s']:7.2f} s wall {res['cpu_s']:7.2f} s cpu  "
-                f"+{res['extra_bytes'] / 1e9:6.3f} GB")
+            log(
+                f"  {v:<8} run {r + 1}/{args.repeats}  {res['wall_s']:7.2f} s wall {res['cpu_s']:7.2f} s cpu  "
+                f"+{res['extra_bytes'] / 1e9:6.3f} GB"
+            )
             runs[v].append(res)
     record = {
         "bench": "scores",
-        "config": {"heads": args.heads, "head_dim": args.head_dim, "video": [args.frames, args.height, args.width],
-                   "grid": [f, h, w], "tokens": n, "chunk_size": chunk, "batch": 1, "dtype": "fp32"},
+        "config": {
+            "heads": args.heads,
+            "head_dim": args.head_dim,
+            "video": [args.frames, args.height, args.width],
+            "grid": [f, h, w],
+            "tokens": n,
+            "chunk_size": chunk,
+            "batch": 1,
+            "dtype": "fp32",
+        },
         "analytic_map_bytes": {"naive": naive_map, "chunked": chunk_map, "ratio": round(naive_map / chunk_map, 2)},
-        "analytic_wan_1_3b_480x832": {"tokens": real_n, "naive": map_bytes(12, real_n, real_n),
-                                      "chunked": map_bytes(12, 1024, real_n)},
-        "memory_measure": "CUDA max_memory_allocated delta" if args.device.startswith("cuda")
+        "analytic_wan_1_3b_480x832": {
+            "tokens": real_n,
+            "naive": map_bytes(12, real_n, real_n),
+            "chunked": map_bytes(12, 1024, real_n),
+        },
+        "memory_measure": "CUDA max_memory_allocated delta"
+        if args.device.startswith("cuda")
         else "ru_maxrss delta in a fresh subprocess",
     }
     for v in variants:
@@ -163,9 +205,11 @@ def main() -> None:
         record["memory_ratio"] = round(record["naive_peak_bytes"] / record["chunked_peak_bytes"], 2)
         record["time_ratio"] = round(record["naive_s"] / record["chunked_s"], 2)
         record["time_ratio_cpu"] = round(record["naive_cpu_s"] / record["chunked_cpu_s"], 2)
-        log(f"peak: naive {record['naive_peak_bytes'] / 1e9:.2f} GB / chunked {record['chunked_peak_bytes'] / 1e9:.3f}"
+        log(
+            f"peak: naive {record['naive_peak_bytes'] / 1e9:.2f} GB / chunked {record['chunked_peak_bytes'] / 1e9:.3f}"
             f" GB = {record['memory_ratio']}x; time naive {record['naive_s']:.2f} s / chunked "
-            f"{record['chunked_s']:.2f} s = {record['time_ratio']}x wall, {record['time_ratio_cpu']}x cpu")
+            f"{record['chunked_s']:.2f} s = {record['time_ratio']}x wall, {record['time_ratio_cpu']}x cpu"
+        )
     record.update(machine)
     emit(record)
 

@@ -83,8 +83,14 @@ def build(args: argparse.Namespace, dtype: torch.dtype):
     from effivmt.lora import HeadGroupLoraConfig, add_head_group_adapter
     from effivmt.modules.temporal import TemporalLoRAModule
 
-    config = {**WAN_1_3B, "num_layers": args.layers, "num_attention_heads": args.heads,
-              "attention_head_dim": args.head_dim, "ffn_dim": args.ffn_dim, "text_dim": args.text_dim}
+    config = {
+        **WAN_1_3B,
+        "num_layers": args.layers,
+        "num_attention_heads": args.heads,
+        "attention_head_dim": args.head_dim,
+        "ffn_dim": args.ffn_dim,
+        "text_dim": args.text_dim,
+    }
     torch.manual_seed(0)
     transformer = WanTransformer3DModel(**config).to(args.device, dtype)
     # Half the heads of every block in each group: 6 spatial + 6 temporal on a 12-head block.
@@ -94,8 +100,11 @@ def build(args: argparse.Namespace, dtype: torch.dtype):
     add_head_group_adapter(transformer, "temporal", labels, "temporal", lora)
     transformer.to(args.device, dtype)  # the new LoRA factors too
     module = TemporalLoRAModule(
-        transformer, sampler=UniformStride(args.sparse_frames), motion_weight=args.motion_weight,
-        position_mode="adaptive", active_adapters=["spatial", "temporal"],
+        transformer,
+        sampler=UniformStride(args.sparse_frames),
+        motion_weight=args.motion_weight,
+        position_mode="adaptive",
+        active_adapters=["spatial", "temporal"],
         optimizer=lambda params: torch.optim.AdamW(params, lr=1e-4, weight_decay=0.5),  # released temporal defaults
         gradient_checkpointing=args.gradient_checkpointing,
     )
@@ -113,23 +122,41 @@ def main() -> None:
     f, h, w = video_to_tokens(args.frames, args.height, args.width)
     fs = (args.sparse_frames - 1) // 4 + 1
     n_full, n_sparse = f * h * w, fs * h * w
-    flops = {"full": step_flops(n_full, args.layers, dim, args.ffn_dim, args.text_dim),
-             "sparse": step_flops(n_sparse, args.layers, dim, args.ffn_dim, args.text_dim)}
+    flops = {
+        "full": step_flops(n_full, args.layers, dim, args.ffn_dim, args.text_dim),
+        "sparse": step_flops(n_sparse, args.layers, dim, args.ffn_dim, args.text_dim),
+    }
     # The same estimate at the real 1.3B shape (81 x 480 x 832 vs 17 frames): ~9.5x forward, ~10x per step.
     f13, h13, w13 = video_to_tokens(81, 480, 832)
     real = {k: step_flops(n * h13 * w13, 30, 1536, 8960, 4096) for k, n in (("full", f13), ("sparse", 5))}
     config = {
-        "layers": args.layers, "heads": args.heads, "head_dim": args.head_dim, "dim": dim, "ffn_dim": args.ffn_dim,
-        "text_dim": args.text_dim, "text_len": TEXT_LEN, "video": [args.frames, args.height, args.width],
-        "latent": [f, h * 2, w * 2], "grid_full": [f, h, w], "grid_sparse": [fs, h, w],
-        "sparse_frames": args.sparse_frames, "tokens_full": n_full, "tokens_sparse": n_sparse,
-        "lora_rank": args.rank, "labels": "half temporal per block", "motion_weight": args.motion_weight,
-        "dtype": args.dtype, "gradient_checkpointing": args.gradient_checkpointing, "optimizer": "AdamW",
+        "layers": args.layers,
+        "heads": args.heads,
+        "head_dim": args.head_dim,
+        "dim": dim,
+        "ffn_dim": args.ffn_dim,
+        "text_dim": args.text_dim,
+        "text_len": TEXT_LEN,
+        "video": [args.frames, args.height, args.width],
+        "latent": [f, h * 2, w * 2],
+        "grid_full": [f, h, w],
+        "grid_sparse": [fs, h, w],
+        "sparse_frames": args.sparse_frames,
+        "tokens_full": n_full,
+        "tokens_sparse": n_sparse,
+        "lora_rank": args.rank,
+        "labels": "half temporal per block",
+        "motion_weight": args.motion_weight,
+        "dtype": args.dtype,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "optimizer": "AdamW",
     }
-    log(f"temporal step: {args.layers} block(s) of {args.heads}x{args.head_dim}, video {args.frames}x{args.height}x"
+    log(
+        f"temporal step: {args.layers} block(s) of {args.heads}x{args.head_dim}, video {args.frames}x{args.height}x"
         f"{args.width} -> grid {f}x{h}x{w} = {n_full} tokens (all frames) vs {fs}x{h}x{w} = {n_sparse} "
         f"({args.sparse_frames} frames); estimated step FLOPs {flops['full'] / 1e12:.2f} vs "
-        f"{flops['sparse'] / 1e12:.2f} TFLOP ({flops['full'] / flops['sparse']:.2f}x)")
+        f"{flops['sparse'] / 1e12:.2f} TFLOP ({flops['full'] / flops['sparse']:.2f}x)"
+    )
     if args.dry_run:
         return
 
@@ -155,6 +182,7 @@ def main() -> None:
             frames_seen[name] = samplers[name].sample(f, module.step_generator()).numel()
             if args.device.startswith("cuda"):
                 peak_mb[name] = round(torch.cuda.max_memory_allocated(args.device) / 2**20, 1)
+
         return run
 
     wall, cpu = interleaved({"sparse": step("sparse"), "full": step("full")}, args.repeats, args.warmup, args.device)
@@ -162,15 +190,20 @@ def main() -> None:
         raise SystemExit(f"samplers saw {frames_seen}, expected sparse {fs} / full {f} latent frames")
     sparse_s, full_s = median(wall["sparse"]), median(wall["full"])
     record = {
-        "bench": "temporal_step", "config": config, "sparse_s": sparse_s, "full_s": full_s,
+        "bench": "temporal_step",
+        "config": config,
+        "sparse_s": sparse_s,
+        "full_s": full_s,
         "ratio": round(full_s / sparse_s, 2),
         "ratio_best": round(min(wall["full"]) / min(wall["sparse"]), 2),
         "token_ratio": round(n_full / n_sparse, 2),
         "flops_ratio_est": round(flops["full"] / flops["sparse"], 2),
         "flops_ratio_est_wan_1_3b_480x832": round(real["full"] / real["sparse"], 2),
         "paper_total_ratio": PAPER_RATIO,
-        "sparse_all": [round(t, 3) for t in wall["sparse"]], "full_all": [round(t, 3) for t in wall["full"]],
-        "repeats": args.repeats, "warmup": args.warmup,
+        "sparse_all": [round(t, 3) for t in wall["sparse"]],
+        "full_all": [round(t, 3) for t in wall["full"]],
+        "repeats": args.repeats,
+        "warmup": args.warmup,
     }
     if not args.device.startswith("cuda"):
         record["sparse_cpu_s"], record["full_cpu_s"] = median(cpu["sparse"]), median(cpu["full"])
@@ -178,8 +211,10 @@ def main() -> None:
     if peak_mb:
         record["peak_mb"] = peak_mb
     record.update(machine)
-    log(f"full {full_s:.2f} s / sparse {sparse_s:.2f} s = {record['ratio']}x wall (median), {record['ratio_best']}x "
-        f"best, {record.get('ratio_cpu', '-')}x cpu time; paper, whole clip: {PAPER_RATIO}x")
+    log(
+        f"full {full_s:.2f} s / sparse {sparse_s:.2f} s = {record['ratio']}x wall (median), {record['ratio_best']}x "
+        f"best, {record.get('ratio_cpu', '-')}x cpu time; paper, whole clip: {PAPER_RATIO}x"
+    )
     emit(record)
 
 

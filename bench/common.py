@@ -22,9 +22,19 @@ import torch
 
 #: Wan 2.1 T2V 1.3B (diffusers ``transformer/config.json``): 30 blocks, 12 heads x 128 = 1536 wide.
 WAN_1_3B: dict[str, Any] = dict(
-    patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
-    text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
+    patch_size=(1, 2, 2),
+    num_attention_heads=12,
+    attention_head_dim=128,
+    in_channels=16,
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=8960,
+    num_layers=30,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
 )
 
 #: Wan's text context: 512 umT5 tokens, always padded to that length.
@@ -121,8 +131,9 @@ def video_to_tokens(
     81 x 480 x 832 -> latents 21 x 60 x 104 -> grid 21 x 30 x 52 = 32,760 tokens.
     """
     if (frames - 1) % 4 or height % (8 * patch[1]) or width % (8 * patch[2]):
-        raise SystemExit(f"need frames = 1 + 4k and height, width divisible by {8 * patch[1]}; "
-                         f"got {frames} x {height} x {width}")
+        raise SystemExit(
+            f"need frames = 1 + 4k and height, width divisible by {8 * patch[1]}; got {frames} x {height} x {width}"
+        )
     return (frames - 1) // 4 + 1, height // 8 // patch[1], width // 8 // patch[2]
 
 
@@ -137,5 +148,9 @@ def block_flops(tokens: int, dim: int, ffn: int, text: int = TEXT_LEN) -> dict[s
     linear = 4 * 2 * n * d * d + 2 * 2 * n * d * d + 2 * 2 * n * d * ffn
     text_kv = 2 * 2 * lt * d * d
     maps = 2 * 2 * n * n * d + 2 * 2 * n * lt * d
-    return {"linear": float(linear), "text": float(text_kv), "attention": float(maps),
-            "total": float(linear + text_kv + maps)}
+    return {
+        "linear": float(linear),
+        "text": float(text_kv),
+        "attention": float(maps),
+        "total": float(linear + text_kv + maps),
+    }

@@ -19,7 +19,6 @@ from effivmt.data.samplers import FrameSampler, UniformStride
 from effivmt.errors import ConfigError
 from effivmt.modules.base import default_optimizer
 
-
 #: A path that need not exist yet; given in a recipe it is relative to the recipe file, on the CLI to the cwd.
 AnyPath = path_type("")
 
@@ -86,7 +85,7 @@ class HeadsArgs:
     alpha: float = 1.25
     """Threshold: with rule 'paper' a head is temporal iff S_spatial < alpha * S_temporal."""
     rule: Literal["paper", "released"] = "paper"
-    """'released' reproduces the public Follow-Your-Motion code: spatial iff S_temporal < alpha * S_spatial (alpha 1.3)."""
+    """'released' reproduces the Follow-Your-Motion code: spatial iff S_temporal < alpha * S_spatial (alpha 1.3)."""
     timesteps: list[int] = field(default_factory=lambda: [950, 750, 500])
     """Noise levels (Wan timesteps, 0-1000) the scores are averaged over."""
     prompts: list[str] | None = None

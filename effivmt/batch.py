@@ -60,8 +60,10 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
         return 0, 1
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard))
     if not m or not int(m[1]) < int(m[2]):
-        raise ConfigError(f"--shard must be i/n with 0 <= i < n, got {shard!r}",
-                          "e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+        raise ConfigError(
+            f"--shard must be i/n with 0 <= i < n, got {shard!r}",
+            "e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT",
+        )
     return int(m[1]), int(m[2])
 
 
@@ -89,14 +91,14 @@ def read_manifest(path: Path) -> list[Row]:
         except json.JSONDecodeError as err:
             data, row.error = {}, f"line {index + 1} is not JSON ({err.msg})"
         if not row.error and (not isinstance(data, dict) or not data.get("clip")):
-            row.error = f"line {index + 1} has no \"clip\""
+            row.error = f'line {index + 1} has no "clip"'
         unknown = [k for k in data if k not in ROW_FIELDS] if isinstance(data, dict) else []
         if not row.error and unknown:
             near = difflib.get_close_matches(unknown[0], ROW_FIELDS, n=1)
             hint = f"did you mean {near[0]!r}?" if near else f"fields: {', '.join(ROW_FIELDS)}"
             row.error = f"line {index + 1}: unknown field {unknown[0]!r} ({hint})"
         if not row.error and not isinstance(data.get("overrides", {}), dict):
-            row.error = f"line {index + 1}: \"overrides\" must be an object of recipe keys"
+            row.error = f'line {index + 1}: "overrides" must be an object of recipe keys'
         if isinstance(data, dict) and data.get("clip"):
             row.id = _safe_id(str(data.get("id") or Path(str(data["clip"])).stem))
         if not row.error:
@@ -122,8 +124,15 @@ def is_finished(folder: Path, stages: list[str]) -> bool:
 
 def _record_failure(root: Path, row: Row, reason: str, kind: str, shard: str | None) -> None:
     """Append one line to ``ROOT/failures.jsonl`` (one ``write`` of one line: appends from shards do not interleave)."""
-    entry = {"index": row.index, "id": row.id, "clip": row.fields.get("clip"), "error": reason, "type": kind,
-             "shard": shard, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    entry = {
+        "index": row.index,
+        "id": row.id,
+        "clip": row.fields.get("clip"),
+        "error": reason,
+        "type": kind,
+        "shard": shard,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     root.mkdir(parents=True, exist_ok=True)
     with open(root / FAILURES, "a") as f:
         f.write(json.dumps(entry) + "\n")
@@ -164,8 +173,10 @@ def run_manifest(manifest: Path, out: Path, shard: str | None = None, recipe: Pa
     base = RUN_NAMESPACE.get()
     if base is None:
         if recipe is None:
-            raise ConfigError("run(manifest=...) from Python needs a base recipe",
-                              "call effivmt.batch.run_manifest(manifest, out, recipe=PATH), or use the CLI")
+            raise ConfigError(
+                "run(manifest=...) from Python needs a base recipe",
+                "call effivmt.batch.run_manifest(manifest, out, recipe=PATH), or use the CLI",
+            )
         base = parser.parse_args(["--config", str(recipe)])
     done = skipped = 0
     failed: list[str] = []
@@ -198,11 +209,16 @@ def run_manifest(manifest: Path, out: Path, shard: str | None = None, recipe: Pa
             log.debug("traceback of the failure", exc_info=True)
             _record_failure(out, row, reason, type(err).__name__, shard)
             failed.append(row.id)
-    log.info(f"manifest: {done} run, {skipped} already finished, {len(failed)} failed of {len(rows)} rows"
-             + (f" (shard {index}/{count})" if count > 1 else ""))
+    log.info(
+        f"manifest: {done} run, {skipped} already finished, {len(failed)} failed of {len(rows)} rows"
+        + (f" (shard {index}/{count})" if count > 1 else "")
+    )
     if failed:
-        raise EffivmtError(f"{len(failed)} of {len(rows)} manifest rows failed ({', '.join(failed[:5])}"
-                           f"{', ...' if len(failed) > 5 else ''})", f"reasons in {out / FAILURES}")
+        raise EffivmtError(
+            f"{len(failed)} of {len(rows)} manifest rows failed ({', '.join(failed[:5])}"
+            f"{', ...' if len(failed) > 5 else ''})",
+            f"reasons in {out / FAILURES}",
+        )
     return out
 
 

@@ -72,12 +72,14 @@ class SampleFramesLogger(L.Callback):
         noise = torch.randn(self.latents.shape, generator=torch.Generator().manual_seed(0))
         s = torch.tensor([self.sigma])
         xt = add_noise(self.latents, noise, s).to(module.device, transformer.dtype)
-        v = transformer(xt, (s * 1000).to(module.device), self.prompt_embeds.to(module.device, transformer.dtype),
-                        return_dict=False)[0]
+        v = transformer(
+            xt, (s * 1000).to(module.device), self.prompt_embeds.to(module.device, transformer.dtype), return_dict=False
+        )[0]
         x0 = (xt - self.sigma * v).float().cpu()
         video = self.decode(x0)[0]
-        trainer.logger.experiment.add_image("samples/reconstruction", frame_strip(video), trainer.global_step,
-                                            dataformats="HWC")
+        trainer.logger.experiment.add_image(
+            "samples/reconstruction", frame_strip(video), trainer.global_step, dataformats="HWC"
+        )
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step

@@ -167,8 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug or err.errno not in _ENVIRONMENT_ERRNOS:
             raise
         where = f": {err.filename}" if err.filename else ""
-        print(f"effivmt: error: {err.strerror}{where} (free some disk space or choose a writable --out)",
-              file=sys.stderr)
+        print(
+            f"effivmt: error: {err.strerror}{where} (free some disk space or choose a writable --out)", file=sys.stderr
+        )
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("effivmt: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)

@@ -111,8 +111,13 @@ def generate(
                 scales[group] = getattr(options, f"scale_{group}")
     if scales:
         set_adapter_scales(transformer, scales)
-        options = GenerateArgs(**{**vars(options), "scale_spatial": scales.get("spatial", 1.0),
-                                  "scale_temporal": scales.get("temporal", 1.0)})
+        options = GenerateArgs(
+            **{
+                **vars(options),
+                "scale_spatial": scales.get("spatial", 1.0),
+                "scale_temporal": scales.get("temporal", 1.0),
+            }
+        )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     path = render(components, prompt, as_path(out), options, num_frames, height, width, device=device)
     log.info(f"wrote {path}")

@@ -112,8 +112,9 @@ class HeadClassifier(L.LightningModule):
         cfg = transformer.config
         _, _, f, h, w = latents.shape
         pt, ph, pw = cfg.patch_size
-        self.capture = ScoreCapture(cfg.num_layers, cfg.num_attention_heads, chunk_size, num_queries,
-                                    (f // pt, h // ph, w // pw))
+        self.capture = ScoreCapture(
+            cfg.num_layers, cfg.num_attention_heads, chunk_size, num_queries, (f // pt, h // ph, w // pw)
+        )
 
     def predict_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         timestep, prompt = (int(x) for x in batch.view(-1)[:2])
@@ -167,8 +168,15 @@ def score_heads(
             for i, pair in enumerate(pairs):
                 module.predict_step(pair, i)
     spatial, temporal = module.capture.scores()
-    return HeadScores(spatial, temporal, classify_heads(spatial, temporal, alpha, rule), alpha, rule,
-                      [int(t) for t in timesteps], module.capture.grid)
+    return HeadScores(
+        spatial,
+        temporal,
+        classify_heads(spatial, temporal, alpha, rule),
+        alpha,
+        rule,
+        [int(t) for t in timesteps],
+        module.capture.grid,
+    )
 
 
 __all__ = ["DEFAULT_TIMESTEPS", "HeadClassifier", "HeadScores", "encode_prompts", "encode_video", "score_heads"]

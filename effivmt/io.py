@@ -34,7 +34,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         os.replace(tmp_path, path)
     except OSError as err:
         tmp_path.unlink(missing_ok=True)
-        raise EffivmtError(f"writing {path} failed: {err.strerror or err}", "check free disk space and permissions") from err
+        raise EffivmtError(
+            f"writing {path} failed: {err.strerror or err}", "check free disk space and permissions"
+        ) from err
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

@@ -78,8 +78,13 @@ def _load_clip(clip, video: VideoArgs):
         raise ConfigError("no clip given", "pass --clip PATH or set clip: in the recipe")
     with _native_stderr_to_log():
         frames, info = load_clip(
-            path, num_frames=video.num_frames, height=video.height, width=video.width, fps=video.fps,
-            frame_mode=video.frame_mode, allow_fewer=video.allow_fewer,
+            path,
+            num_frames=video.num_frames,
+            height=video.height,
+            width=video.width,
+            fps=video.fps,
+            frame_mode=video.frame_mode,
+            allow_fewer=video.allow_fewer,
         )
     for note in info.notes:
         log.info(f"clip: {note}")
@@ -131,8 +136,15 @@ def _classify(out, frames, components, clip_prompt, heads_args: HeadsArgs, train
     from effivmt.training import make_predict_trainer
 
     scores = score_heads(
-        components, frames, [clip_prompt, *(heads_args.prompts or [])], heads_args.timesteps, heads_args.alpha,
-        heads_args.rule, heads_args.chunk_size, heads_args.num_queries, trainer=make_predict_trainer(trainer_args),
+        components,
+        frames,
+        [clip_prompt, *(heads_args.prompts or [])],
+        heads_args.timesteps,
+        heads_args.alpha,
+        heads_args.rule,
+        heads_args.chunk_size,
+        heads_args.num_queries,
+        trainer=make_predict_trainer(trainer_args),
     )
     _write_heads(out, scores, clip)
     n_sp, n_t = scores.counts()
@@ -236,16 +248,49 @@ def run(
             with contextlib.suppress(OSError):
                 out_dir.rmdir()
         raise
-    config = _config_snapshot(clip=str(clip), clip_prompt=clip_prompt, prompt=prompt, model=model, video=video,
-                              heads=heads, lora=lora, spatial=spatial, temporal=temporal, generate=generate,
-                              trainer=trainer, stages=selected, seed=seed)
+    config = _config_snapshot(
+        clip=str(clip),
+        clip_prompt=clip_prompt,
+        prompt=prompt,
+        model=model,
+        video=video,
+        heads=heads,
+        lora=lora,
+        spatial=spatial,
+        temporal=temporal,
+        generate=generate,
+        trainer=trainer,
+        stages=selected,
+        seed=seed,
+    )
     run_json = RankZeroManifest(out_dir, config)
-    run_json.record("clip", **{"path": str(info.path), "frames": info.num_frames, "size": list(info.size),
-                               "fps": info.fps, "notes": info.notes})
+    run_json.record(
+        "clip",
+        **{
+            "path": str(info.path),
+            "frames": info.num_frames,
+            "size": list(info.size),
+            "fps": info.fps,
+            "notes": info.notes,
+        },
+    )
     components = load_wan(as_path(model.path), dtype=model.dtype, seed=model.seed)
     return run_stages(
-        out_dir, run_json, selected, frames, components, as_path(clip), clip_prompt, prompt or clip_prompt,
-        heads, lora, spatial, temporal, generate, trainer, seed,
+        out_dir,
+        run_json,
+        selected,
+        frames,
+        components,
+        as_path(clip),
+        clip_prompt,
+        prompt or clip_prompt,
+        heads,
+        lora,
+        spatial,
+        temporal,
+        generate,
+        trainer,
+        seed,
     )
 
 

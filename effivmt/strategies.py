@@ -100,8 +100,10 @@ def build_strategy(args: TrainerArgs) -> str | Strategy:
         )
     on_cpu = args.accelerator == "cpu" or (args.accelerator == "auto" and not torch.cuda.is_available())
     if name.startswith(("fsdp", "deepspeed")) and on_cpu:
-        raise ConfigError(f"trainer.strategy={name} needs GPUs: Lightning runs FSDP and DeepSpeed on CUDA only",
-                          "on the CPU use trainer.strategy=ddp or auto")
+        raise ConfigError(
+            f"trainer.strategy={name} needs GPUs: Lightning runs FSDP and DeepSpeed on CUDA only",
+            "on the CPU use trainer.strategy=ddp or auto",
+        )
     world = expected_world_size(args)
     if name.startswith(SHARDED_PARAMS) and world > 1:
         raise ConfigError(
@@ -114,8 +116,12 @@ def build_strategy(args: TrainerArgs) -> str | Strategy:
         from diffusers.models.transformers.transformer_wan import WanTransformerBlock
         from lightning.pytorch.strategies import FSDPStrategy
 
-        return FSDPStrategy(auto_wrap_policy={WanTransformerBlock}, sharding_strategy="FULL_SHARD",
-                            state_dict_type="full", cpu_offload=name == "fsdp_cpu_offload")
+        return FSDPStrategy(
+            auto_wrap_policy={WanTransformerBlock},
+            sharding_strategy="FULL_SHARD",
+            state_dict_type="full",
+            cpu_offload=name == "fsdp_cpu_offload",
+        )
     return name
 
 
@@ -173,8 +179,9 @@ class FiniteGuard(L.Callback):
         finite = torch.stack([torch.isfinite(p).all() for _, p in trained]) if trained else torch.ones(1, dtype=bool)
         bad = None if bool(finite.all()) else trained[int((~finite).nonzero()[0])][0]  # one device sync per step
         if not self._agree(trainer, bad is None):
-            self._stop(trainer, f"adapter weight {bad or '(on another rank)'} became non-finite at step "
-                                f"{trainer.global_step}")
+            self._stop(
+                trainer, f"adapter weight {bad or '(on another rank)'} became non-finite at step {trainer.global_step}"
+            )
 
     def _stop(self, trainer: L.Trainer, what: str) -> None:
         last = self.checkpoint_dir / "last.ckpt"
@@ -187,6 +194,14 @@ class FiniteGuard(L.Callback):
 
 
 __all__ = [
-    "SHARDED_PARAMS", "AtomicCheckpointIO", "FiniteGuard", "RankZeroManifest", "available_strategies",
-    "build_strategy", "checkpoint_plugins", "expected_world_size", "global_rank", "is_global_zero",
+    "SHARDED_PARAMS",
+    "AtomicCheckpointIO",
+    "FiniteGuard",
+    "RankZeroManifest",
+    "available_strategies",
+    "build_strategy",
+    "checkpoint_plugins",
+    "expected_world_size",
+    "global_rank",
+    "is_global_zero",
 ]

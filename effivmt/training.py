@@ -28,8 +28,13 @@ log = logging.getLogger("effivmt")
 def make_predict_trainer(args: TrainerArgs) -> L.Trainer:
     """A trainer for forward-only passes (head classification): no logger, no checkpoints."""
     return L.Trainer(
-        accelerator=args.accelerator, devices=1, precision=args.precision, logger=False,
-        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=args.progress_bar,
+        accelerator=args.accelerator,
+        devices=1,
+        precision=args.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=args.progress_bar,
     )
 
 
@@ -38,19 +43,32 @@ def make_trainer(
 ) -> L.Trainer:
     """The Lightning trainer of one LoRA stage: TensorBoard under ``logs/<name>``, ``checkpoints/<name>/last.ckpt``."""
     checkpoint = ModelCheckpoint(
-        dirpath=out / "checkpoints" / name, filename="step{step:06d}", auto_insert_metric_name=False,
-        save_last=True, save_top_k=1, every_n_train_steps=stage.checkpoint_every,
+        dirpath=out / "checkpoints" / name,
+        filename="step{step:06d}",
+        auto_insert_metric_name=False,
+        save_last=True,
+        save_top_k=1,
+        every_n_train_steps=stage.checkpoint_every,
     )
     strategy = build_strategy(args)
     guard = FiniteGuard(name, out / "checkpoints" / name)  # a NaN/inf stops the stage before it is checkpointed
     return L.Trainer(
-        max_steps=stage.max_steps, accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
-        strategy=strategy, precision=args.precision, plugins=checkpoint_plugins(strategy),
+        max_steps=stage.max_steps,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=strategy,
+        precision=args.precision,
+        plugins=checkpoint_plugins(strategy),
         logger=TensorBoardLogger(save_dir=out / "logs", name=name, version="", default_hp_metric=False),
         callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), guard, *(callbacks or [])],
-        log_every_n_steps=stage.log_every, accumulate_grad_batches=stage.accumulate_grad_batches,
-        enable_model_summary=False, num_sanity_val_steps=0, enable_progress_bar=args.progress_bar,
-        default_root_dir=out, max_epochs=-1,
+        log_every_n_steps=stage.log_every,
+        accumulate_grad_batches=stage.accumulate_grad_batches,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        enable_progress_bar=args.progress_bar,
+        default_root_dir=out,
+        max_epochs=-1,
     )
 
 
@@ -163,19 +181,32 @@ def run_stages(
                 add_head_group_adapter(transformer, name, scores.labels, name, lora)
             cast_training_params(transformer, torch.float32)  # fp32 adapter weights under a bf16 base model
             settings = stage_settings[name]
-            common = dict(optimizer=settings.optimizer, lr_scheduler=settings.lr_scheduler, shift=settings.shift,
-                          seed=seed, gradient_checkpointing=trainer_args.gradient_checkpointing,
-                          active_adapters=adapter_names(transformer))
+            common = dict(
+                optimizer=settings.optimizer,
+                lr_scheduler=settings.lr_scheduler,
+                shift=settings.shift,
+                seed=seed,
+                gradient_checkpointing=trainer_args.gradient_checkpointing,
+                active_adapters=adapter_names(transformer),
+            )
             if name == "spatial":
                 module = SpatialLoRAModule(transformer, **common)
             else:
-                module = TemporalLoRAModule(transformer, sampler=temporal.sampler,
-                                            motion_weight=temporal.motion_weight,
-                                            position_mode=temporal.position_mode, **common)
+                module = TemporalLoRAModule(
+                    transformer,
+                    sampler=temporal.sampler,
+                    motion_weight=temporal.motion_weight,
+                    position_mode=temporal.position_mode,
+                    **common,
+                )
             if settings.max_steps > 0:
                 _offload(components, "cpu")
-                probe = SampleFramesLogger(cache.video_latents, cache.prompt_embeds,
-                                           lambda z: decode_latents(components, z), settings.sample_every)
+                probe = SampleFramesLogger(
+                    cache.video_latents,
+                    cache.prompt_embeds,
+                    lambda z: decode_latents(components, z),
+                    settings.sample_every,
+                )
                 train_stage(name, module, cache, settings, trainer_args, out, [probe])
             if is_global_zero():  # other ranks hold the same weights; they only train
                 save_peft_adapter(transformer, name, folder)
@@ -190,8 +221,7 @@ def run_stages(
 
         scales = {"spatial": generate.scale_spatial, "temporal": generate.scale_temporal}
         with manifest.stage("export"):
-            export_lora(out, "diffusers", scales={n: scales[n] for n in trained}, merge=True, names=trained,
-                        out=merged)
+            export_lora(out, "diffusers", scales={n: scales[n] for n in trained}, merge=True, names=trained, out=merged)
 
     from effivmt.generate import render, sample_name
 
@@ -199,8 +229,16 @@ def run_stages(
     if "generate" in selected and not (manifest.done("generate") and target.exists()):
         _offload(components, device)
         with manifest.stage("generate"):
-            render(components, prompt, target, generate, num_frames=frames.shape[1], height=frames.shape[2],
-                   width=frames.shape[3], device=device)
+            render(
+                components,
+                prompt,
+                target,
+                generate,
+                num_frames=frames.shape[1],
+                height=frames.shape[2],
+                width=frames.shape[3],
+                device=device,
+            )
         from effivmt.data.video import read_video
 
         log_image(out / "logs", "generate", "samples/generated", frame_strip(read_video(target)[0]))
@@ -216,8 +254,10 @@ def print_summary(out: Path, manifest: RunManifest) -> None:
     lines = [f"effivmt run finished: {out}"]
     if "heads" in stages:
         h = stages["heads"]
-        lines.append(f"  heads     {h.get('spatial', '?')} spatial / {h.get('temporal', '?')} temporal   "
-                     f"{out / 'heads.json'}, {out / 'heads.png'}")
+        lines.append(
+            f"  heads     {h.get('spatial', '?')} spatial / {h.get('temporal', '?')} temporal   "
+            f"{out / 'heads.json'}, {out / 'heads.png'}"
+        )
     for name in ("heads", "spatial", "temporal", "export", "generate"):
         if name in stages and "wall_s" in stages[name]:
             lines.append(f"  {name:<9} {stages[name]['wall_s']:>8.1f} s  ({stages[name].get('status')})")

@@ -36,8 +36,15 @@ SPATIAL_COLOR = "#4c72b0"
 TEMPORAL_COLOR = "#dd8452"
 
 __all__ = [
-    "alpha_sweep_figure", "attention_map_figure", "figure_to_array", "head_map_figure", "noise_level_figure",
-    "save_figure", "split_bar_figure", "SPATIAL_COLOR", "TEMPORAL_COLOR",
+    "alpha_sweep_figure",
+    "attention_map_figure",
+    "figure_to_array",
+    "head_map_figure",
+    "noise_level_figure",
+    "save_figure",
+    "split_bar_figure",
+    "SPATIAL_COLOR",
+    "TEMPORAL_COLOR",
 ]
 
 
@@ -118,8 +125,9 @@ def head_map_figure(
     ]
     for ax, (values, name, cmap) in zip(axes, panels):
         bound = max(float(np.abs(values).max()), 1e-3)
-        image = ax.imshow(values, cmap=cmap, norm=TwoSlopeNorm(0.0, -bound, bound), aspect="auto",
-                          interpolation="nearest")
+        image = ax.imshow(
+            values, cmap=cmap, norm=TwoSlopeNorm(0.0, -bound, bound), aspect="auto", interpolation="nearest"
+        )
         fig.colorbar(image, ax=ax, shrink=0.85)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("head")
@@ -131,8 +139,9 @@ def head_map_figure(
         for head in range(heads):
             letter = "T" if labels[layer][head] == "temporal" else "S"
             color = "white" if abs(margin[layer, head]) > strong else "black"  # readable on dark cells
-            axes[2].text(head, layer, letter, ha="center", va="center", fontsize=fontsize, fontweight="bold",
-                         color=color)
+            axes[2].text(
+                head, layer, letter, ha="center", va="center", fontsize=fontsize, fontweight="bold", color=color
+            )
     if title is None:
         title = f"{layers * heads - n_temporal} spatial / {n_temporal} temporal (alpha={alpha:g}, {rule} rule)"
     fig.suptitle(title, fontsize=10)
@@ -267,8 +276,13 @@ def alpha_sweep_figure(
     counts = [_temporal_count(s, t, a, rule) for a in grid]
     ax.plot(grid, counts, color="black", linewidth=2.2, label="averaged")
     ax.axvline(alpha, color="grey", linestyle="--", linewidth=1)
-    ax.annotate(f"alpha = {alpha:g}: {_temporal_count(s, t, alpha, rule)} temporal", (alpha, total),
-                xytext=(4, -12), textcoords="offset points", fontsize=8)
+    ax.annotate(
+        f"alpha = {alpha:g}: {_temporal_count(s, t, alpha, rule)} temporal",
+        (alpha, total),
+        xytext=(4, -12),
+        textcoords="offset points",
+        fontsize=8,
+    )
     ax.set_xlabel("alpha")
     ax.set_ylabel(f"temporal heads (of {total})")
     ax.set_ylim(-0.5, total + 0.5)
@@ -308,11 +322,18 @@ def noise_level_figure(
     layers, heads = _pair(next(iter(per_timestep.values())))[0].shape
     matrix = np.stack(rows)
     stable = int((matrix == matrix[:1]).all(axis=0).sum())
-    fig = Figure(figsize=(min(max(matrix.shape[1] * 0.28, 5.5), 16.0) + 1.0, 0.45 * len(rows) + 1.6),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(min(max(matrix.shape[1] * 0.28, 5.5), 16.0) + 1.0, 0.45 * len(rows) + 1.6), layout="constrained"
+    )
     ax = fig.subplots()
-    ax.imshow(matrix, cmap=ListedColormap([SPATIAL_COLOR, TEMPORAL_COLOR]), vmin=0, vmax=1, aspect="auto",
-              interpolation="nearest")
+    ax.imshow(
+        matrix,
+        cmap=ListedColormap([SPATIAL_COLOR, TEMPORAL_COLOR]),
+        vmin=0,
+        vmax=1,
+        aspect="auto",
+        interpolation="nearest",
+    )
     ax.set_yticks(range(len(names)), names, fontsize=8)
     step = max(1, heads) if layers * heads > 48 else 1
     ticks = list(range(0, layers * heads, step))
@@ -320,8 +341,11 @@ def noise_level_figure(
     ax.set_xlabel("layer.head")
     for boundary in range(heads, layers * heads, heads):
         ax.axvline(boundary - 0.5, color="white", linewidth=1.5)
-    ax.set_title(f"Labels per noise level (blue spatial, orange temporal; alpha={alpha:g})\n"
-                 f"{stable}/{layers * heads} heads keep their label", fontsize=9)
+    ax.set_title(
+        f"Labels per noise level (blue spatial, orange temporal; alpha={alpha:g})\n"
+        f"{stable}/{layers * heads} heads keep their label",
+        fontsize=9,
+    )
     return fig
 
 

@@ -1,6 +1,5 @@
 """Helpers shared by tests (importable as ``helpers``: pytest puts tests/ on sys.path)."""
 
-import torch
 
 #: head labels of the tiny model used by the stage tests: 2 spatial + 2 temporal heads per layer.
 LABELS = [["spatial", "temporal", "spatial", "temporal"], ["temporal", "spatial", "temporal", "spatial"]]
@@ -10,8 +9,15 @@ def trainer(tmp_path, steps):
     import lightning as L
 
     return L.Trainer(
-        max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, max_epochs=-1,
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        max_epochs=-1,
         default_root_dir=tmp_path,
     )
 

@@ -29,13 +29,22 @@ CLIP = Path(__file__).resolve().parents[1] / "data" / "clips" / "moving-shapes.m
 def recipe(tmp_path) -> Path:
     """A tiny recipe that only classifies heads (32x32, 9 frames): every row that gets past the input is quick."""
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({
-        "clip": str(CLIP), "clip_prompt": "a red ball", "prompt": "a cat", "stages": ["heads"],
-        "video": {"num_frames": 9, "height": 32, "width": 32, "fps": None},
-        "heads": {"alpha": 1.0, "timesteps": [500], "chunk_size": 64},
-        "temporal": {"sampler": {"class_path": "effivmt.data.samplers.UniformStride", "init_args": {"num_frames": 5}}},
-        "trainer": {"accelerator": "cpu", "devices": 1, "progress_bar": False},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "clip": str(CLIP),
+                "clip_prompt": "a red ball",
+                "prompt": "a cat",
+                "stages": ["heads"],
+                "video": {"num_frames": 9, "height": 32, "width": 32, "fps": None},
+                "heads": {"alpha": 1.0, "timesteps": [500], "chunk_size": 64},
+                "temporal": {
+                    "sampler": {"class_path": "effivmt.data.samplers.UniformStride", "init_args": {"num_frames": 5}}
+                },
+                "trainer": {"accelerator": "cpu", "devices": 1, "progress_bar": False},
+            }
+        )
+    )
     return path
 
 
@@ -51,8 +60,10 @@ def fails(capsys, argv: list[str]) -> str:
 def test_missing_clip(tmp_path, recipe, capsys):
     out = tmp_path / "out"
     err = fails(capsys, ["run", str(recipe), "--out", str(out), "--clip", str(tmp_path / "nope.mp4")])
-    assert err == (f"effivmt: error: clip not found: {tmp_path / 'nope.mp4'} "
-                   "(check the path (relative paths start at the current folder))")
+    assert err == (
+        f"effivmt: error: clip not found: {tmp_path / 'nope.mp4'} "
+        "(check the path (relative paths start at the current folder))"
+    )
     assert not out.exists()
 
 
@@ -106,15 +117,47 @@ def test_clip_shorter_than_the_sparse_sample(tmp_path, recipe, capsys, shared_cl
     """car-turn.mp4 has 16 frames: 13 (1 + 4k) are usable, fewer than a 17-frame temporal sample."""
     clip = shared_clip("car-turn.mp4")
     out = tmp_path / "out"
-    err = fails(capsys, ["run", str(recipe), "--out", str(out), "--clip", str(clip), "--stages", "[heads,temporal]",
-                         "--video.num_frames", "17", "--temporal.sampler.init_args.num_frames", "17"])
-    assert err == ("effivmt: error: car-turn.mp4 gives 13 frames: the sampler asks for 17 frames (5 latent) but the "
-                   "clip has only 4 latent (lower temporal.sampler.init_args.num_frames or use a longer clip)")
+    err = fails(
+        capsys,
+        [
+            "run",
+            str(recipe),
+            "--out",
+            str(out),
+            "--clip",
+            str(clip),
+            "--stages",
+            "[heads,temporal]",
+            "--video.num_frames",
+            "17",
+            "--temporal.sampler.init_args.num_frames",
+            "17",
+        ],
+    )
+    assert err == (
+        "effivmt: error: car-turn.mp4 gives 13 frames: the sampler asks for 17 frames (5 latent) but the "
+        "clip has only 4 latent (lower temporal.sampler.init_args.num_frames or use a longer clip)"
+    )
     assert not out.exists()
-    err = fails(capsys, ["run", str(recipe), "--out", str(out), "--clip", str(clip), "--video.num_frames", "17",
-                         "--video.allow_fewer", "false"])
-    assert err == ("effivmt: error: clip has 16 frames but num_frames=17 (lower num_frames to 13 or fewer, or "
-                   "resample to a higher fps (or none) so that fewer frames are dropped)")
+    err = fails(
+        capsys,
+        [
+            "run",
+            str(recipe),
+            "--out",
+            str(out),
+            "--clip",
+            str(clip),
+            "--video.num_frames",
+            "17",
+            "--video.allow_fewer",
+            "false",
+        ],
+    )
+    assert err == (
+        "effivmt: error: clip has 16 frames but num_frames=17 (lower num_frames to 13 or fewer, or "
+        "resample to a higher fps (or none) so that fewer frames are dropped)"
+    )
 
 
 def test_resolution_not_a_multiple_of_16_is_cropped_and_said(tmp_path, recipe, caplog):
@@ -139,9 +182,11 @@ def test_unknown_recipe_key_suggests_the_nearest(tmp_path, recipe, capsys):
     bad.write_text(recipe.read_text() + "lora: {rnak: 4}\n")
     out = tmp_path / "out"
     assert fails(capsys, ["run", str(bad), "--out", str(out)]) == (
-        "effivmt: error: unknown key 'lora.rnak' (did you mean 'lora.rank'?)")
+        "effivmt: error: unknown key 'lora.rnak' (did you mean 'lora.rank'?)"
+    )
     assert fails(capsys, ["run", str(recipe), "--out", str(out), "--spatial.max_stpes", "3"]) == (
-        "effivmt: error: unknown key 'spatial.max_stpes' (did you mean 'spatial.max_steps'?)")
+        "effivmt: error: unknown key 'spatial.max_stpes' (did you mean 'spatial.max_steps'?)"
+    )
     assert not out.exists()
 
 
@@ -151,8 +196,10 @@ def test_model_folder_that_is_not_wan(tmp_path, recipe, capsys):
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     out = tmp_path / "out"
     err = fails(capsys, ["run", str(recipe), "--out", str(out), "--model.path", str(folder)])
-    assert err == (f"effivmt: error: {folder} holds a StableDiffusionPipeline pipeline, not a Wan 2.1 one (give a "
-                   "diffusers-format Wan 2.1 folder (e.g. Wan2.1-T2V-1.3B-Diffusers) or leave model.path empty)")
+    assert err == (
+        f"effivmt: error: {folder} holds a StableDiffusionPipeline pipeline, not a Wan 2.1 one (give a "
+        "diffusers-format Wan 2.1 folder (e.g. Wan2.1-T2V-1.3B-Diffusers) or leave model.path empty)"
+    )
     assert not out.exists()
 
 
@@ -161,11 +208,32 @@ def test_adapter_whose_shapes_do_not_fit(tmp_path, capsys):
     from safetensors.torch import save_file
 
     lora = tmp_path / "wide.safetensors"
-    save_file({"transformer.blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 96),
-               "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(96, 4)}, str(lora))
+    save_file(
+        {
+            "transformer.blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 96),
+            "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(96, 4),
+        },
+        str(lora),
+    )
     out = tmp_path / "sample.mp4"
-    err = fails(capsys, ["generate", "--prompt", "a cat", "--lora", str(lora), "--out", str(out),
-                         "--num_frames", "5", "--height", "32", "--width", "32"])
+    err = fails(
+        capsys,
+        [
+            "generate",
+            "--prompt",
+            "a cat",
+            "--lora",
+            str(lora),
+            "--out",
+            str(out),
+            "--num_frames",
+            "5",
+            "--height",
+            "32",
+            "--width",
+            "32",
+        ],
+    )
     assert err.startswith("effivmt: error: adapter does not fit the model: blocks.0.attn1.to_q.lora_")
     assert "the model expects" in err
     assert not out.exists() and not list(tmp_path.glob(".sample*"))
@@ -176,8 +244,11 @@ def test_adapter_whose_shapes_do_not_fit(tmp_path, capsys):
     [
         ("--lora.rank", "0", "lora.rank must be > 0, got 0 (a typical rank is 16 to 128)"),
         ("--lora.alpha", "-1", "lora.alpha must be > 0, got -1.0 (alpha = rank gives a scale of 1)"),
-        ("--video.num_frames", "10",
-         "video.num_frames must be 1 + 4k (e.g. 17, 49, 81), got 10 (Wan's VAE packs 4 frames per latent)"),
+        (
+            "--video.num_frames",
+            "10",
+            "video.num_frames must be 1 + 4k (e.g. 17, 49, 81), got 10 (Wan's VAE packs 4 frames per latent)",
+        ),
     ],
     ids=["rank", "alpha", "frames"],
 )
@@ -191,8 +262,9 @@ def test_output_folder_under_a_file(tmp_path, recipe, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     err = fails(capsys, ["run", str(recipe), "--out", str(blocker / "run")])
-    assert err == (f"effivmt: error: cannot create output folder {blocker / 'run'}: Not a directory "
-                   "(choose a writable --out)")
+    assert err == (
+        f"effivmt: error: cannot create output folder {blocker / 'run'}: Not a directory (choose a writable --out)"
+    )
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders anyway")
@@ -203,8 +275,9 @@ def test_output_folder_read_only(tmp_path, recipe, capsys):
         err = fails(capsys, ["run", str(recipe), "--out", str(locked / "run")])
     finally:
         locked.chmod(0o755)
-    assert err == (f"effivmt: error: cannot create output folder {locked / 'run'}: Permission denied "
-                   "(choose a writable --out)")
+    assert err == (
+        f"effivmt: error: cannot create output folder {locked / 'run'}: Permission denied (choose a writable --out)"
+    )
 
 
 def test_disk_full_while_writing_leaves_no_partial_file(tmp_path, recipe, capsys, monkeypatch):
@@ -219,8 +292,10 @@ def test_disk_full_while_writing_leaves_no_partial_file(tmp_path, recipe, capsys
     monkeypatch.setattr(os, "replace", full_disk)
     out = tmp_path / "out"
     err = fails(capsys, ["run", str(recipe), "--out", str(out)])
-    assert err == (f"effivmt: error: writing {out / 'heads.json'} failed: No space left on device "
-                   "(check free disk space and permissions)")
+    assert err == (
+        f"effivmt: error: writing {out / 'heads.json'} failed: No space left on device "
+        "(check free disk space and permissions)"
+    )
     assert not (out / "heads.json").exists()
     assert [p.name for p in out.rglob(".*")] == []  # atomic writes leave no temporary names behind
     assert json.loads((out / "run.json").read_text())["stages"]["heads"]["status"] == "failed"
@@ -235,5 +310,7 @@ def test_disk_full_outside_our_writers_is_one_line(tmp_path, recipe, monkeypatch
 
     monkeypatch.setattr(effivmt.training, "run_stages", full)
     err = fails(capsys, ["run", str(recipe), "--out", str(tmp_path / "out")])
-    assert err == (f"effivmt: error: No space left on device: {tmp_path / 'events.out.tfevents'} "
-                   "(free some disk space or choose a writable --out)")
+    assert err == (
+        f"effivmt: error: No space left on device: {tmp_path / 'events.out.tfevents'} "
+        "(free some disk space or choose a writable --out)"
+    )

@@ -19,13 +19,20 @@ CLIP = Path(__file__).resolve().parents[1] / "data" / "clips" / "moving-shapes.m
 def recipe(tmp_path) -> Path:
     """Heads only, 32x32, 9 frames: a row takes a second or two."""
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump({
-        "clip_prompt": "a red ball", "stages": ["heads"],
-        "video": {"num_frames": 9, "height": 32, "width": 32, "fps": None},
-        "heads": {"alpha": 1.0, "timesteps": [500], "chunk_size": 64},
-        "temporal": {"sampler": {"class_path": "effivmt.data.samplers.UniformStride", "init_args": {"num_frames": 5}}},
-        "trainer": {"accelerator": "cpu", "devices": 1, "progress_bar": False},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "clip_prompt": "a red ball",
+                "stages": ["heads"],
+                "video": {"num_frames": 9, "height": 32, "width": 32, "fps": None},
+                "heads": {"alpha": 1.0, "timesteps": [500], "chunk_size": 64},
+                "temporal": {
+                    "sampler": {"class_path": "effivmt.data.samplers.UniformStride", "init_args": {"num_frames": 5}}
+                },
+                "trainer": {"accelerator": "cpu", "devices": 1, "progress_bar": False},
+            }
+        )
+    )
     return path
 
 
@@ -41,17 +48,21 @@ def failures(root: Path) -> list[dict]:
 def test_manifest_runs_each_row_skips_finished_ones_and_records_failures(tmp_path, recipe, capsys, caplog):
     (tmp_path / "clips").mkdir()
     (tmp_path / "clips" / "shapes.mp4").write_bytes(CLIP.read_bytes())
-    manifest = write_manifest(tmp_path / "clips.jsonl", [
-        {"clip": "clips/shapes.mp4", "id": "strict", "clip_prompt": "shapes", "overrides": {"heads.alpha": 2.0}},
-        {"clip": "clips/missing.mp4", "prompt": "a cat"},
-        {"clip": str(CLIP), "overrides": {"heads": {"timesteps": [400]}}},
-    ])
+    manifest = write_manifest(
+        tmp_path / "clips.jsonl",
+        [
+            {"clip": "clips/shapes.mp4", "id": "strict", "clip_prompt": "shapes", "overrides": {"heads.alpha": 2.0}},
+            {"clip": "clips/missing.mp4", "prompt": "a cat"},
+            {"clip": str(CLIP), "overrides": {"heads": {"timesteps": [400]}}},
+        ],
+    )
     root = tmp_path / "root"
     argv = ["run", str(recipe), "--manifest", str(manifest), "--out", str(root)]
     caplog.set_level(logging.INFO, logger="effivmt")
     assert cli.main(argv) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"effivmt: error: 1 of 3 manifest rows failed (missing) (reasons in {root / 'failures.jsonl'})")
+        f"effivmt: error: 1 of 3 manifest rows failed (missing) (reasons in {root / 'failures.jsonl'})"
+    )
 
     strict = json.loads((root / "strict" / "heads.json").read_text())
     assert strict["alpha"] == 2.0  # the row's dotted override
@@ -72,21 +83,27 @@ def test_manifest_runs_each_row_skips_finished_ones_and_records_failures(tmp_pat
 
 def test_shards_split_rows_and_bad_rows_fail_alone(tmp_path, recipe, capsys):
     """Rows that fail before any model is loaded, so every shard's choice is visible in failures.jsonl quickly."""
-    manifest = write_manifest(tmp_path / "m.jsonl", [
-        {"clip": "a.mp4"},                                           # 0: missing clip
-        "{not json",                                                 # 1: malformed line
-        {"clip": "c.mp4", "overrides": {"lora": {"rnak": 3}}},       # 2: unknown override key
-        {"clip": "d.mp4", "promt": "typo"},                          # 3: unknown row field
-        {"clip": "a.mp4", "overrides": {"lora.rank": 0}},            # 4: out of range; repeated id a -> a-4
-    ])
+    manifest = write_manifest(
+        tmp_path / "m.jsonl",
+        [
+            {"clip": "a.mp4"},  # 0: missing clip
+            "{not json",  # 1: malformed line
+            {"clip": "c.mp4", "overrides": {"lora": {"rnak": 3}}},  # 2: unknown override key
+            {"clip": "d.mp4", "promt": "typo"},  # 3: unknown row field
+            {"clip": "a.mp4", "overrides": {"lora.rank": 0}},  # 4: out of range; repeated id a -> a-4
+        ],
+    )
     root = tmp_path / "root"
     for shard in ("0/2", "1/2"):
         assert cli.main(["run", str(recipe), "--manifest", str(manifest), "--out", str(root), "--shard", shard]) == 2
     capsys.readouterr()
     got = {f["index"]: (f["id"], f["shard"], f["error"]) for f in failures(root)}
     assert got == {
-        0: ("a", "0/2", f"clip not found: {tmp_path / 'a.mp4'} (check the path (relative paths start at the current "
-                        "folder))"),
+        0: (
+            "a",
+            "0/2",
+            f"clip not found: {tmp_path / 'a.mp4'} (check the path (relative paths start at the current folder))",
+        ),
         2: ("c", "0/2", "unknown key 'lora.rnak' (did you mean 'lora.rank'?)"),
         4: ("a-4", "0/2", "lora.rank must be > 0, got 0 (a typical rank is 16 to 128)"),
         1: ("row1", "1/2", "line 2 is not JSON (Expecting property name enclosed in double quotes)"),
@@ -101,7 +118,8 @@ def test_bad_shard_is_one_line(tmp_path, recipe, capsys, bad):
     assert cli.main(argv) == 2
     assert capsys.readouterr().err.strip() == (
         f"effivmt: error: --shard must be i/n with 0 <= i < n, got {bad!r} "
-        "(e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+        "(e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+    )
 
 
 def test_parse_shard_and_finished_rule(tmp_path):
@@ -116,6 +134,7 @@ def test_parse_shard_and_finished_rule(tmp_path):
 
 
 def test_ids_are_unique_over_the_whole_manifest(tmp_path):
-    manifest = write_manifest(tmp_path / "m.jsonl", [{"clip": "x/a.mp4"}, {"clip": "y/a.mp4"}, {"clip": "b.mp4",
-                                                                                               "id": "my run/1"}])
+    manifest = write_manifest(
+        tmp_path / "m.jsonl", [{"clip": "x/a.mp4"}, {"clip": "y/a.mp4"}, {"clip": "b.mp4", "id": "my run/1"}]
+    )
     assert [r.id for r in read_manifest(manifest)] == ["a", "a-1", "my_run_1"]

@@ -57,4 +57,8 @@ def test_positional_arguments_expand_to_their_options():
 
 def test_dashed_option_names_are_accepted():
     assert cli._expand_positional(["transfer", "--first-frame", "a.png", "--out=x-y.mp4"]) == [
-        "transfer", "--first_frame", "a.png", "--out=x-y.mp4"]
+        "transfer",
+        "--first_frame",
+        "a.png",
+        "--out=x-y.mp4",
+    ]

@@ -69,8 +69,9 @@ def test_two_cpu_ranks_end_with_identical_adapters(tmp_path):
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("LOCAL_RANK", None)
-    result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
-                            timeout=240, env=env, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world 2" in result.stdout, result.stdout
     ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
@@ -96,20 +97,37 @@ def test_effivmt_run_with_ddp_on_two_cpu_processes(tmp_path):
 
     clip = Path(__file__).resolve().parents[1] / "data" / "clips" / "moving-shapes.mp4"
     recipe = tmp_path / "ddp.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "clip": str(clip), "clip_prompt": "a red ball", "stages": ["heads", "spatial", "temporal"],
-        "video": {"num_frames": 9, "height": 32, "width": 32, "fps": None},
-        "heads": {"alpha": 1.0, "timesteps": [500], "chunk_size": 64}, "lora": {"rank": 4, "alpha": 4},
-        "spatial": {"max_steps": 2, "checkpoint_every": 2, "log_every": 1},
-        "temporal": {"max_steps": 2, "checkpoint_every": 2, "log_every": 1,
-                     "sampler": {"class_path": "effivmt.data.samplers.UniformStride", "init_args": {"num_frames": 5}}},
-        "trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "progress_bar": False},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "clip": str(clip),
+                "clip_prompt": "a red ball",
+                "stages": ["heads", "spatial", "temporal"],
+                "video": {"num_frames": 9, "height": 32, "width": 32, "fps": None},
+                "heads": {"alpha": 1.0, "timesteps": [500], "chunk_size": 64},
+                "lora": {"rank": 4, "alpha": 4},
+                "spatial": {"max_steps": 2, "checkpoint_every": 2, "log_every": 1},
+                "temporal": {
+                    "max_steps": 2,
+                    "checkpoint_every": 2,
+                    "log_every": 1,
+                    "sampler": {"class_path": "effivmt.data.samplers.UniformStride", "init_args": {"num_frames": 5}},
+                },
+                "trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "progress_bar": False},
+            }
+        )
+    )
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("LOCAL_RANK", None)
-    result = subprocess.run([sys.executable, "-m", "effivmt", "run", str(recipe), "--out", str(out)],
-                            capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "effivmt", "run", str(recipe), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Starting with 2 processes" in result.stdout + result.stderr
     stages = json.loads((out / "run.json").read_text())["stages"]

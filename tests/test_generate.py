@@ -5,7 +5,7 @@ import pytest
 from effivmt import cli
 from effivmt.data.video import read_video
 from effivmt.generate import sample_name
-from effivmt.lora import HeadGroupLoraConfig, add_head_group_adapter, adapter_weights, export_lora
+from effivmt.lora import HeadGroupLoraConfig, adapter_weights, add_head_group_adapter, export_lora
 
 LABELS = [["spatial", "temporal", "spatial", "temporal"], ["temporal", "spatial", "temporal", "spatial"]]
 
@@ -13,7 +13,9 @@ LABELS = [["spatial", "temporal", "spatial", "temporal"], ["temporal", "spatial"
 @pytest.fixture(scope="module")
 def lora_files(tiny_t2v, tmp_path_factory):
     transformer = copy.deepcopy(tiny_t2v.transformer)
-    add_head_group_adapter(transformer, "temporal", LABELS, "temporal", HeadGroupLoraConfig(rank=2, alpha=2, init="random"))
+    add_head_group_adapter(
+        transformer, "temporal", LABELS, "temporal", HeadGroupLoraConfig(rank=2, alpha=2, init="random")
+    )
     out = tmp_path_factory.mktemp("lora")
     weights = {"temporal": adapter_weights(transformer, "temporal")}
     return {fmt: export_lora(weights, fmt, out=out / fmt)[0] for fmt in ("diffusers", "comfy", "peft")}
@@ -22,8 +24,23 @@ def lora_files(tiny_t2v, tmp_path_factory):
 @pytest.mark.parametrize("fmt", ["diffusers", "comfy", "peft"])
 def test_generate_loads_each_format_and_writes_mp4(lora_files, fmt, tmp_path):
     out = tmp_path / "x.mp4"
-    args = ["generate", "--prompt", "a red ball", "--lora", str(lora_files[fmt]), "--out", str(out),
-            "--num_frames", "5", "--height", "32", "--width", "32", "--options.steps", "2"]
+    args = [
+        "generate",
+        "--prompt",
+        "a red ball",
+        "--lora",
+        str(lora_files[fmt]),
+        "--out",
+        str(out),
+        "--num_frames",
+        "5",
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--options.steps",
+        "2",
+    ]
     assert cli.main(args) == 0
     frames, _ = read_video(out)
     assert tuple(frames.shape) == (5, 32, 32, 3)

@@ -31,8 +31,14 @@ KERNEL = "effivmt-test"
 #: PNGs each notebook must write into OUT_DIR.
 EXPECTED_FIGURES = {
     "attention_heads.ipynb": [
-        "heads", "ideal_spatial", "ideal_temporal", "attention_spatial", "attention_temporal", "alpha_sweep",
-        "noise_levels", "split",
+        "heads",
+        "ideal_spatial",
+        "ideal_temporal",
+        "attention_spatial",
+        "attention_temporal",
+        "alpha_sweep",
+        "noise_levels",
+        "split",
     ],
 }
 
@@ -61,8 +67,14 @@ def _execute(path: Path, out_dir: Path, work: Path) -> nbformat.NotebookNode:
         timeout=CELL_TIMEOUT_S,
         resources={"metadata": {"path": str(path.parent)}},  # Jupyter's working directory: the notebook's folder
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", MPLBACKEND="Agg")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        MPLBACKEND="Agg",
+    )
     try:
         client.execute(env=env)
     finally:

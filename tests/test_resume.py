@@ -27,14 +27,25 @@ CLIP = Path(__file__).resolve().parents[1] / "data" / "clips" / "moving-shapes.m
 def tiny_recipe(tmp_path: Path, spatial_steps: int = 24, temporal_steps: int = 8, every: int = 4, **extra) -> Path:
     """A quickstart-like recipe that trains in seconds: 9 frames of 32x32, rank 4, one head timestep."""
     recipe = {
-        "clip": str(CLIP), "clip_prompt": "a red ball and a blue box", "prompt": "a cat", "seed": 0,
+        "clip": str(CLIP),
+        "clip_prompt": "a red ball and a blue box",
+        "prompt": "a cat",
+        "seed": 0,
         "video": {"num_frames": 9, "height": 32, "width": 32, "fps": None},
         "heads": {"alpha": 1.0, "timesteps": [500], "chunk_size": 64},
         "lora": {"rank": 4, "alpha": 4},
-        "spatial": {"max_steps": spatial_steps, "checkpoint_every": every, "log_every": 1,
-                    "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}}},
-        "temporal": {"max_steps": temporal_steps, "checkpoint_every": every, "log_every": 1,
-                     "sampler": {"class_path": "effivmt.data.samplers.UniformStride", "init_args": {"num_frames": 5}}},
+        "spatial": {
+            "max_steps": spatial_steps,
+            "checkpoint_every": every,
+            "log_every": 1,
+            "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}},
+        },
+        "temporal": {
+            "max_steps": temporal_steps,
+            "checkpoint_every": every,
+            "log_every": 1,
+            "sampler": {"class_path": "effivmt.data.samplers.UniformStride", "init_args": {"num_frames": 5}},
+        },
         "stages": ["heads", "spatial", "temporal"],
         "trainer": {"accelerator": "cpu", "devices": 1, "progress_bar": False},
         **extra,
@@ -63,8 +74,12 @@ def test_sigkill_mid_stage_then_rerun_gives_the_same_adapters(tmp_path, caplog):
     recipe = tiny_recipe(tmp_path)
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "effivmt", "run", str(recipe), "--out", str(resumed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "effivmt", "run", str(recipe), "--out", str(resumed)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     last = resumed / "checkpoints" / "spatial" / "last.ckpt"
     deadline = time.monotonic() + 120
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -103,9 +118,11 @@ def test_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(tmp_path, m
     assert cli.main(["run", str(recipe), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     last = out / "checkpoints" / "spatial" / "last.ckpt"
-    assert err == (f"effivmt: error: spatial: the loss became nan at step 6; stage stopped, the last good checkpoint "
-                   f"is kept: {last} (lower spatial.optimizer.init_args.lr; a re-run resumes with the checkpoint's "
-                   f"optimizer state, so delete {last.parent} to restart the stage with the new lr)")
+    assert err == (
+        f"effivmt: error: spatial: the loss became nan at step 6; stage stopped, the last good checkpoint "
+        f"is kept: {last} (lower spatial.optimizer.init_args.lr; a re-run resumes with the checkpoint's "
+        f"optimizer state, so delete {last.parent} to restart the stage with the new lr)"
+    )
     checkpoint = torch.load(last, weights_only=False)
     assert checkpoint["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
@@ -150,10 +167,14 @@ def test_diverging_weights_are_caught_before_they_are_checkpointed(tmp_path):
             return _InfOnSecondStep(self.parameters())
 
     folder = tmp_path / "checkpoints"
-    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[ModelCheckpoint(folder, save_last=True,
-                                                                               every_n_train_steps=1),
-                                                               FiniteGuard("spatial", folder)])
+    trainer = L.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ModelCheckpoint(folder, save_last=True, every_n_train_steps=1), FiniteGuard("spatial", folder)],
+    )
     data = torch.utils.data.DataLoader(torch.ones(8, 2), batch_size=1)
     with pytest.raises(EffivmtError, match=r"spatial: adapter weight layer.weight became non-finite at step 2"):
         trainer.fit(Tiny(), train_dataloaders=data)

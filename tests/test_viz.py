@@ -114,6 +114,7 @@ def test_alpha_sweep_counts_temporal_heads():
     assert lines["averaged"] == expected
     assert lines["t = 800"] == [sum((2 * SPATIAL < a * TEMPORAL).flatten().tolist()) for a in (0.5, 1.25, 4.0)]
     assert set(lines) == {"averaged", "t = 200", "t = 800"}
+
     # Objects with .spatial/.temporal (HeadScores) work as per-timestep values too.
     class Scores:
         spatial, temporal = SPATIAL, TEMPORAL

@@ -12,7 +12,18 @@ from effivmt.attention.rope import (
 from effivmt.attention.scores import ScoreCapture, classify_heads, template_masses
 
 __all__ = [
-    "EffiAttnProcessor", "PositionalRope", "ScoreCapture", "adaptive_frame_positions", "apply_rotary_emb",
-    "axis_dims", "capture_scores", "classify_heads", "get_processors", "grid_positions", "install_processors",
-    "override_positions", "rope_cos_sin", "template_masses",
+    "EffiAttnProcessor",
+    "PositionalRope",
+    "ScoreCapture",
+    "adaptive_frame_positions",
+    "apply_rotary_emb",
+    "axis_dims",
+    "capture_scores",
+    "classify_heads",
+    "get_processors",
+    "grid_positions",
+    "install_processors",
+    "override_positions",
+    "rope_cos_sin",
+    "template_masses",
 ]

@@ -75,8 +75,9 @@ def extreme_heads(spatial: torch.Tensor, temporal: torch.Tensor) -> dict[str, tu
         ``{"spatial": (layer, head), "temporal": (layer, head)}``: the largest and the smallest ratio, whatever
         their labels (a model may have no head of one kind at a given alpha; the extremes still exist).
     """
-    ratio = (torch.as_tensor(spatial, dtype=torch.float64).clamp_min(1e-12)
-             / torch.as_tensor(temporal, dtype=torch.float64).clamp_min(1e-12))
+    ratio = torch.as_tensor(spatial, dtype=torch.float64).clamp_min(1e-12) / torch.as_tensor(
+        temporal, dtype=torch.float64
+    ).clamp_min(1e-12)
     heads = ratio.shape[1]
     most, least = int(ratio.argmax()), int(ratio.argmin())
     return {"spatial": (most // heads, most % heads), "temporal": (least // heads, least % heads)}

@@ -62,9 +62,7 @@ def adaptive_frame_positions(num_frames: int, num_sampled: int) -> torch.Tensor:
     return num_frames / 2 + (num_frames / num_sampled) * (i - num_sampled / 2)
 
 
-def rope_cos_sin(
-    positions: torch.Tensor, head_dim: int, theta: float = 10000.0
-) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of shape ``(1, N, 1, head_dim)`` (float32) for positions ``(N, 3)``.
 
     Each axis a with ``d_a`` dims uses frequencies ``theta ** (-2k / d_a)``, ``k < d_a/2``, each repeated twice
@@ -73,7 +71,9 @@ def rope_cos_sin(
     positions = positions.to(torch.float64)
     cos, sin = [], []
     for axis, dim in enumerate(axis_dims(head_dim)):
-        inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device)[: dim // 2] / dim))
+        inv_freq = 1.0 / (
+            theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device)[: dim // 2] / dim)
+        )
         angles = torch.outer(positions[:, axis], inv_freq)
         cos.append(angles.cos().repeat_interleave(2, dim=1))
         sin.append(angles.sin().repeat_interleave(2, dim=1))
@@ -109,6 +109,8 @@ class PositionalRope(nn.Module):
         if positions is None:
             positions = grid_positions(*grid)
         elif positions.shape[0] != grid[0] * grid[1] * grid[2]:
-            raise ValueError(f"positions cover {positions.shape[0]} tokens, the input has {grid} = {grid[0] * grid[1] * grid[2]}")
+            raise ValueError(
+                f"positions cover {positions.shape[0]} tokens, the input has {grid} = {grid[0] * grid[1] * grid[2]}"
+            )
         cos, sin = rope_cos_sin(positions.to(hidden_states.device), self.attention_head_dim, self.theta)
         return cos.to(hidden_states.device), sin.to(hidden_states.device)

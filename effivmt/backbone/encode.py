@@ -62,13 +62,13 @@ def decode_latents(components: WanComponents, latents: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def encode_prompts(
-    components: WanComponents, prompts: str | list[str], max_sequence_length: int = 512
-) -> torch.Tensor:
+def encode_prompts(components: WanComponents, prompts: str | list[str], max_sequence_length: int = 512) -> torch.Tensor:
     """Prompts -> UMT5 embeddings ``(B, max_sequence_length, text_dim)``, zero-padded as ``WanPipeline`` does."""
     from diffusers import WanPipeline
 
-    pipe = WanPipeline(**{k: v for k, v in components.as_dict().items() if k not in ("image_encoder", "image_processor")})
+    pipe = WanPipeline(
+        **{k: v for k, v in components.as_dict().items() if k not in ("image_encoder", "image_processor")}
+    )
     embeds, _ = pipe.encode_prompt(
         prompts,
         do_classifier_free_guidance=False,

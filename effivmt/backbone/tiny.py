@@ -44,8 +44,13 @@ TINY_T5: dict[str, Any] = dict(
 
 #: CLIP vision config kwargs for the I2V image encoder; hidden_size must equal TINY_I2V["image_dim"].
 TINY_CLIP_VISION: dict[str, Any] = dict(
-    hidden_size=16, intermediate_size=32, projection_dim=16, num_hidden_layers=2, num_attention_heads=2,
-    image_size=32, patch_size=8,
+    hidden_size=16,
+    intermediate_size=32,
+    projection_dim=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=8,
 )
 
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]

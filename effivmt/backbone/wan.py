@@ -19,8 +19,14 @@ from effivmt.errors import ModelFolderError
 Variant = Literal["t2v", "i2v"]
 PIPELINES = {"t2v": "WanPipeline", "i2v": "WanImageToVideoPipeline"}
 _REQUIRED = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-           "fp16": torch.float16, "float16": torch.float16}
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

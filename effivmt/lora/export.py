@@ -152,7 +152,8 @@ def export_lora(
     for name, (lora, extra) in outputs.items():
         first = lora.modules()[0]
         file_meta = {
-            **meta, **extra,
+            **meta,
+            **extra,
             "scales": {n: scales.get(n, 1.0) for n in extra["adapters"]},
             "rank": lora.rank(first),
             "alpha": lora.alphas[first],

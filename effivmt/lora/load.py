@@ -102,9 +102,7 @@ def read_lora(path: str | Path) -> tuple[LoraWeights, Format, dict[str, Any]]:
     return weights, fmt, read_header_metadata(header)
 
 
-def load_lora(
-    transformer: nn.Module, path: str | Path, adapter_name: str = "lora", scale: float = 1.0
-) -> LoraWeights:
+def load_lora(transformer: nn.Module, path: str | Path, adapter_name: str = "lora", scale: float = 1.0) -> LoraWeights:
     """Load a LoRA file or folder (diffusers, comfy or peft layout) into ``transformer`` as adapter ``adapter_name``.
 
     The adapter is active beside any others, at ``scale``. Nothing is changed unless every key fits.
@@ -119,4 +117,3 @@ def load_lora(
     weights, _, _ = read_lora(path)  # dtype: load_state_dict casts into the adapter's own (fp32 beside bf16 bases)
     inject_weights(transformer, adapter_name, weights, scale=scale)
     return weights
-

@@ -87,7 +87,10 @@ class WanLoraModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.trainable_parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
+        }
 
     # -- per-step randomness -----------------------------------------------------------------------------------
     def step_generator(self) -> torch.Generator:

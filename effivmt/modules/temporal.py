@@ -61,7 +61,9 @@ class TemporalLoRAModule(WanLoraModule):
         xt, t, target = self.noisy_pair(x0, g)
         pt, ph, pw = self.transformer.config.patch_size
         positions = grid_positions(
-            indices.numel() // pt, x0.shape[3] // ph, x0.shape[4] // pw,
+            indices.numel() // pt,
+            x0.shape[3] // ph,
+            x0.shape[4] // pw,
             frame_positions=temporal_positions(indices, total, self.position_mode),
         )
         with override_positions(self.transformer, positions):

@@ -83,7 +83,9 @@ class MultimodalAligner(nn.Module):
         if any("lora_A" in name for name, _ in self.mllm.named_parameters()):
             return
         config = LoraConfig(
-            r=rank, lora_alpha=alpha, lora_dropout=dropout,
+            r=rank,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
             target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
         )
         inject_adapter_in_model(config, self.mllm)
@@ -105,7 +107,10 @@ class MultimodalAligner(nn.Module):
         return list(self.ids.tokenizer(text, add_special_tokens=False).input_ids)
 
     def build_inputs(
-        self, first_frame: torch.Tensor, references: Sequence[torch.Tensor], prompts: Sequence[str],
+        self,
+        first_frame: torch.Tensor,
+        references: Sequence[torch.Tensor],
+        prompts: Sequence[str],
         tasks: Sequence[Sequence[str]],
     ) -> dict[str, torch.Tensor]:
         """Token ids, patches and grids of ``[image, video..., template, prompt, query slots]``, left-padded.
@@ -139,15 +144,21 @@ class MultimodalAligner(nn.Module):
         attention_mask = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows])
         token_type = (input_ids == ids.image_token_id).long() + 2 * (input_ids == ids.video_token_id).long()
         out = dict(
-            input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=token_type,
-            pixel_values=torch.cat(images), image_grid_thw=torch.tensor(image_grid),
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            mm_token_type_ids=token_type,
+            pixel_values=torch.cat(images),
+            image_grid_thw=torch.tensor(image_grid),
         )
         if videos:
             out.update(pixel_values_videos=torch.cat(videos), video_grid_thw=torch.tensor(video_grid))
         return out
 
     def forward(
-        self, first_frame: torch.Tensor, references: Sequence[torch.Tensor], prompts: Sequence[str],
+        self,
+        first_frame: torch.Tensor,
+        references: Sequence[torch.Tensor],
+        prompts: Sequence[str],
         tasks: Sequence[Sequence[str]],
     ) -> torch.Tensor:
         """Aligned features ``(B, num_queries * len(tasks[b]), text_dim)`` for the target cross-attention.

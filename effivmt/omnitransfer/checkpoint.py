@@ -52,8 +52,10 @@ def set_stage_trainable(model: nn.Module, stage: int) -> list[nn.Parameter]:
     trainable = []
     for group in STAGE_GROUPS[stage]:
         if not groups[group] and group != "mllm_lora":
-            raise EffivmtError(f"stage {stage} trains '{group}', which this model does not have",
-                               "stages 2 and 3 need the MLLM aligner (use_mllm: true)")
+            raise EffivmtError(
+                f"stage {stage} trains '{group}', which this model does not have",
+                "stages 2 and 3 need the MLLM aligner (use_mllm: true)",
+            )
         for param in groups[group].values():
             param.requires_grad_(True)
             trainable.append(param)

@@ -51,12 +51,19 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
         refs = row["reference"] if isinstance(row["reference"], list) else [row["reference"]]
         tasks = parse_tasks(row["task"])
         if len(tasks) != len(refs):
-            raise ConfigError(f"{path}:{lineno}: {len(tasks)} task(s) for {len(refs)} reference(s)",
-                              "give one reference video per task")
-        rows.append({
-            "reference": [path.parent / r for r in refs], "target": path.parent / row["target"],
-            "prompt": row["prompt"], "task": tasks, "reference_prompt": row.get("reference_prompt", ""),
-        })
+            raise ConfigError(
+                f"{path}:{lineno}: {len(tasks)} task(s) for {len(refs)} reference(s)",
+                "give one reference video per task",
+            )
+        rows.append(
+            {
+                "reference": [path.parent / r for r in refs],
+                "target": path.parent / row["target"],
+                "prompt": row["prompt"],
+                "task": tasks,
+                "reference_prompt": row.get("reference_prompt", ""),
+            }
+        )
     if not rows:
         raise ConfigError(f"manifest {path} has no rows")
     return rows
@@ -81,7 +88,9 @@ class PairedVideoDataset(Dataset):
         return {
             "references": [load_clip(r, **self.clip_args)[0] for r in row["reference"]],
             "target": load_clip(row["target"], **self.clip_args)[0],
-            "prompt": row["prompt"], "tasks": row["task"], "reference_prompt": row["reference_prompt"],
+            "prompt": row["prompt"],
+            "tasks": row["task"],
+            "reference_prompt": row["reference_prompt"],
         }
 
 
@@ -114,8 +123,15 @@ class PairedVideoDataModule(L.LightningDataModule):
     """
 
     def __init__(
-        self, manifest: Path, num_frames: int = 81, height: int = 480, width: int = 832, fps: float | None = 16.0,
-        batch_size: int = 1, num_workers: int = 0, shuffle: bool = True,
+        self,
+        manifest: Path,
+        num_frames: int = 81,
+        height: int = 480,
+        width: int = 832,
+        fps: float | None = 16.0,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        shuffle: bool = True,
     ) -> None:
         super().__init__()
         self.manifest, self.clip = Path(manifest), (num_frames, height, width, fps)
@@ -128,22 +144,43 @@ class PairedVideoDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=self.shuffle,
-                          num_workers=self.num_workers, collate_fn=collate_pairs)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_pairs,
+        )
 
 
 #: (task, reference kwargs, target kwargs, prompt) of the synthetic pairs; trajectories depend only on the seed,
 #: so a "flat" and a "gradient" render of one seed move identically, and one seed with two motions looks alike.
 _SYNTHETIC = (
-    ("motion", dict(motion="circular", background="gradient"), dict(motion="circular", background="flat"),
-     "a red circle moves in a circle"),
-    ("camera", dict(motion="linear", background="gradient"), dict(motion="linear", background="flat"),
-     "the camera moves along a line"),
-    ("effect", dict(motion="zigzag", background="flat"), dict(motion="zigzag", background="gradient"),
-     "a green square moves up and down"),
+    (
+        "motion",
+        dict(motion="circular", background="gradient"),
+        dict(motion="circular", background="flat"),
+        "a red circle moves in a circle",
+    ),
+    (
+        "camera",
+        dict(motion="linear", background="gradient"),
+        dict(motion="linear", background="flat"),
+        "the camera moves along a line",
+    ),
+    (
+        "effect",
+        dict(motion="zigzag", background="flat"),
+        dict(motion="zigzag", background="gradient"),
+        "a green square moves up and down",
+    ),
     ("id", dict(motion="static"), dict(motion="linear"), "the red circle moves across the scene"),
-    ("style", dict(motion="linear", background="gradient"), dict(motion="circular", background="gradient"),
-     "a circle moves in a circle in the same style"),
+    (
+        "style",
+        dict(motion="linear", background="gradient"),
+        dict(motion="circular", background="gradient"),
+        "a circle moves in a circle in the same style",
+    ),
 )
 
 
@@ -160,8 +197,11 @@ def make_synthetic_pairs(
         common = dict(num_frames=num_frames, height=height, width=width, seed=seed + k, speed=2.0)
         write_video(folder / f"{task}-reference.mp4", moving_shapes(**common, **ref_kw).frames, fps=8.0)
         write_video(folder / f"{task}-target.mp4", moving_shapes(**common, **tgt_kw).frames, fps=8.0)
-        lines.append(json.dumps({"reference": f"{task}-reference.mp4", "target": f"{task}-target.mp4",
-                                 "prompt": prompt, "task": task}))
+        lines.append(
+            json.dumps(
+                {"reference": f"{task}-reference.mp4", "target": f"{task}-target.mp4", "prompt": prompt, "task": task}
+            )
+        )
     return write_text_atomic(folder / "manifest.jsonl", "\n".join(lines) + "\n")
 
 

@@ -100,8 +100,14 @@ class OmniTransferModule(L.LightningModule):
             return
         model_path, mllm_path, init_from = self.paths
         self.pipe = OmniTransferPipeline.load(
-            model_path, mllm_path, use_mllm=True, tasks=self.task_config, mllm_image_size=self.mllm_image_size,
-            num_reference_frames=self.num_reference_frames, dtype=self.dtype_name, seed=self.seed,
+            model_path,
+            mllm_path,
+            use_mllm=True,
+            tasks=self.task_config,
+            mllm_image_size=self.mllm_image_size,
+            num_reference_frames=self.num_reference_frames,
+            dtype=self.dtype_name,
+            seed=self.seed,
         )
         self.model = self.pipe.model
         if init_from is not None:
@@ -132,12 +138,15 @@ class OmniTransferModule(L.LightningModule):
         refs = pipe.prepare_references(videos, tasks, batch.get("reference_prompt"))
         context = pipe.target_context(first, videos, prompts, refs.tasks, self.context_source)
         dtype = model.transformer.dtype
-        cast = (lambda x: None if x is None else x.to(dtype))  # noqa: E731
+        cast = lambda x: None if x is None else x.to(dtype)  # noqa: E731
         branch_trains = any(p.requires_grad for p in model.transformer.parameters())
         with torch.set_grad_enabled(branch_trains and torch.is_grad_enabled()):
             record = model.encode_references(
-                [cast(r) for r in refs.inputs], refs.tasks, [cast(c) for c in refs.contexts],
-                [cast(i) for i in refs.images], model.grid(x0),
+                [cast(r) for r in refs.inputs],
+                refs.tasks,
+                [cast(c) for c in refs.contexts],
+                [cast(i) for i in refs.images],
+                model.grid(x0),
             )
         sigma = sample_sigmas(x0.shape[0], self.shift, generator).to(self.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0)

@@ -211,12 +211,16 @@ class OmniTransferPipeline:
         for t in scheduler.timesteps:
             if record is None or not cache_reference:
                 record = self.model.encode_references(
-                    [r.to(dtype) for r in refs.inputs], refs.tasks, [c.to(dtype) for c in refs.contexts],
-                    [None if i is None else i.to(dtype) for i in refs.images], self.model.grid(cond),
+                    [r.to(dtype) for r in refs.inputs],
+                    refs.tasks,
+                    [c.to(dtype) for c in refs.contexts],
+                    [None if i is None else i.to(dtype) for i in refs.images],
+                    self.model.grid(cond),
                 )
             x = target_input(latents.repeat(cond.shape[0], 1, 1, 1, 1), cond).to(dtype)
-            v = self.model(x, t.expand(x.shape[0]).to(dev), ctx.to(dtype), None if image is None else image.to(dtype),
-                           record).float()
+            v = self.model(
+                x, t.expand(x.shape[0]).to(dev), ctx.to(dtype), None if image is None else image.to(dtype), record
+            ).float()
             if guidance > 1.0:
                 v = v[1:] + guidance * (v[:1] - v[1:])
             latents = scheduler.step(v, t, latents, return_dict=False)[0]

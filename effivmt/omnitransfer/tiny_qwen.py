@@ -21,15 +21,28 @@ from effivmt.errors import ModelFolderError
 
 #: Qwen2.5-VL text config kwargs of the tiny model (head_dim 8: mrope sections must sum to head_dim / 2).
 TINY_QWEN_TEXT: dict[str, Any] = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
     max_position_embeddings=4096,
     rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]},
 )
 
 #: Vision tower: 4-pixel patches merged 2x2, so a 16x16 frame gives 2x2 = 4 tokens per temporal patch.
 TINY_QWEN_VISION: dict[str, Any] = dict(
-    depth=2, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=4, spatial_merge_size=2,
-    temporal_patch_size=2, window_size=16, out_hidden_size=32, fullatt_block_indexes=[1], tokens_per_second=2,
+    depth=2,
+    hidden_size=16,
+    intermediate_size=32,
+    num_heads=2,
+    patch_size=4,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+    window_size=16,
+    out_hidden_size=32,
+    fullatt_block_indexes=[1],
+    tokens_per_second=2,
 )
 
 #: OpenAI CLIP normalisation, Qwen2-VL's image processor default.
@@ -79,7 +92,10 @@ def build_tiny_qwen(seed: int = 0) -> MLLMComponents:
             vocab_size=base + 4, bos_token_id=1, eos_token_id=1, pad_token_id=tokenizer.pad_token_id, **TINY_QWEN_TEXT
         ),
         vision_config=dict(TINY_QWEN_VISION),
-        image_token_id=base, video_token_id=base + 1, vision_start_token_id=base + 2, vision_end_token_id=base + 3,
+        image_token_id=base,
+        video_token_id=base + 1,
+        vision_start_token_id=base + 2,
+        vision_end_token_id=base + 3,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -122,6 +138,14 @@ def load_mllm(
     cfg = model.config
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return MLLMComponents(
-        model, tokenizer, cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id, cfg.vision_end_token_id,
-        pad, mean, std, str(folder),
+        model,
+        tokenizer,
+        cfg.image_token_id,
+        cfg.video_token_id,
+        cfg.vision_start_token_id,
+        cfg.vision_end_token_id,
+        pad,
+        mean,
+        std,
+        str(folder),
     )

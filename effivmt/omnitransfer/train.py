@@ -140,9 +140,17 @@ def train(
         args = per_stage[stage]
         L.seed_everything(seed + stage, workers=True, verbose=False)
         module = OmniTransferModule(
-            stage=stage, model_path=model.path, mllm_path=model.mllm, init_from=previous, tasks=model.tasks,
-            mllm_image_size=model.mllm_image_size, num_reference_frames=model.num_reference_frames,
-            lora_rank=model.lora_rank, lora_alpha=model.lora_alpha, seed=seed, dtype=model.dtype,
+            stage=stage,
+            model_path=model.path,
+            mllm_path=model.mllm,
+            init_from=previous,
+            tasks=model.tasks,
+            mllm_image_size=model.mllm_image_size,
+            num_reference_frames=model.num_reference_frames,
+            lora_rank=model.lora_rank,
+            lora_alpha=model.lora_alpha,
+            seed=seed,
+            dtype=model.dtype,
             gradient_checkpointing=model.gradient_checkpointing,
             optimizer=functools.partial(torch.optim.AdamW, lr=args.lr, weight_decay=args.weight_decay),
         )
@@ -152,19 +160,33 @@ def train(
         ckpt_dir = out / "checkpoints" / f"stage{stage}"
         last = ckpt_dir / "last.ckpt"
         fit = L.Trainer(
-            max_steps=args.max_steps, accelerator=trainer.accelerator, devices=trainer.devices,
-            strategy=trainer.strategy, precision=trainer.precision,
-            accumulate_grad_batches=trainer.accumulate_grad_batches, log_every_n_steps=trainer.log_every_n_steps,
-            default_root_dir=out, logger=TensorBoardLogger(out / "logs", name=f"stage{stage}"),
+            max_steps=args.max_steps,
+            accelerator=trainer.accelerator,
+            devices=trainer.devices,
+            strategy=trainer.strategy,
+            precision=trainer.precision,
+            accumulate_grad_batches=trainer.accumulate_grad_batches,
+            log_every_n_steps=trainer.log_every_n_steps,
+            default_root_dir=out,
+            logger=TensorBoardLogger(out / "logs", name=f"stage{stage}"),
             callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=args.checkpoint_every)],
-            num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=False,
+            num_sanity_val_steps=0,
+            enable_model_summary=False,
+            enable_progress_bar=False,
         )
         fit.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
-        meta = {"stage": stage, "lora_rank": model.lora_rank, "lora_alpha": model.lora_alpha,
-                "tasks": dataclasses.asdict(model.tasks), "num_reference_frames": model.num_reference_frames,
-                "mllm_image_size": model.mllm_image_size, "num_frames": data.num_frames,
-                "size": [data.height, data.width], "steps": fit.global_step,
-                "loss": float(fit.callback_metrics.get("train/loss", float("nan")))}
+        meta = {
+            "stage": stage,
+            "lora_rank": model.lora_rank,
+            "lora_alpha": model.lora_alpha,
+            "tasks": dataclasses.asdict(model.tasks),
+            "num_reference_frames": model.num_reference_frames,
+            "mllm_image_size": model.mllm_image_size,
+            "num_frames": data.num_frames,
+            "size": [data.height, data.width],
+            "steps": fit.global_step,
+            "loss": float(fit.callback_metrics.get("train/loss", float("nan"))),
+        }
         previous = save_weights(module.model, final, meta)
         log.info("stage %d done: %s", stage, final)
     return previous

@@ -104,8 +104,10 @@ def transfer(
     tasks = parse_tasks(task)
     references = [reference] if isinstance(reference, str | Path) else list(reference)
     if len(references) != len(tasks):
-        raise ConfigError(f"{len(tasks)} task(s) ({'+'.join(tasks)}) but {len(references)} reference video(s)",
-                          "pass one --reference per task, in the same order")
+        raise ConfigError(
+            f"{len(tasks)} task(s) ({'+'.join(tasks)}) but {len(references)} reference video(s)",
+            "pass one --reference per task, in the same order",
+        )
     out = Path(out)
     if out.suffix.lower() not in _VIDEO_SUFFIXES:
         raise ConfigError(f"--out must end in .mp4, .mkv or .mov, got {out.name}")
@@ -116,9 +118,14 @@ def transfer(
     meta = read_metadata(checkpoint) if checkpoint is not None else {}  # train with N queries -> infer with N
     size = meta.get("mllm_image_size")
     pipe = OmniTransferPipeline.load(
-        model, mllm, use_mllm=use_mllm, tasks=TaskConfig(**meta["tasks"]) if "tasks" in meta else None,
-        mllm_image_size=tuple(size) if size else None, num_reference_frames=int(meta.get("num_reference_frames", 4)),
-        dtype=dtype, device=device,
+        model,
+        mllm,
+        use_mllm=use_mllm,
+        tasks=TaskConfig(**meta["tasks"]) if "tasks" in meta else None,
+        mllm_image_size=tuple(size) if size else None,
+        num_reference_frames=int(meta.get("num_reference_frames", 4)),
+        dtype=dtype,
+        device=device,
     )
     if checkpoint is not None:
         load_weights(pipe.model, checkpoint)
@@ -128,20 +135,44 @@ def transfer(
     videos = [load_clip(r, **clip_args)[0][None] for r in references]
     loaded = time.perf_counter()
     latents = pipe.sample(
-        frame, videos, list(tasks), prompt, num_frames=num_frames, negative_prompt=negative_prompt, steps=steps,
-        guidance=guidance, seed=seed, cache_reference=cache_reference, source="mllm" if use_mllm else "text",
+        frame,
+        videos,
+        list(tasks),
+        prompt,
+        num_frames=num_frames,
+        negative_prompt=negative_prompt,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        cache_reference=cache_reference,
+        source="mllm" if use_mllm else "text",
         reference_prompt=reference_prompt,
     )
     sampled = time.perf_counter()
     video = decode_latents(pipe.wan.vae, latents)
     write_video(out, video[0], fps=fps)
-    write_json_atomic(out.with_suffix(".json"), {
-        "task": "+".join(tasks), "reference": [str(r) for r in references], "first_frame": str(first_frame),
-        "prompt": prompt, "checkpoint": str(checkpoint) if checkpoint else None,
-        "model": str(model) if model else "tiny",
-        "mllm": str(mllm) if mllm else ("tiny" if use_mllm else None), "num_frames": num_frames, "height": height,
-        "width": width, "steps": steps, "guidance": guidance, "seed": seed, "cache_reference": cache_reference,
-        "seconds": {"load": round(loaded - start, 3), "sample": round(sampled - loaded, 3),
-                    "per_step": round((sampled - loaded) / max(steps, 1), 4)},
-    })
+    write_json_atomic(
+        out.with_suffix(".json"),
+        {
+            "task": "+".join(tasks),
+            "reference": [str(r) for r in references],
+            "first_frame": str(first_frame),
+            "prompt": prompt,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "model": str(model) if model else "tiny",
+            "mllm": str(mllm) if mllm else ("tiny" if use_mllm else None),
+            "num_frames": num_frames,
+            "height": height,
+            "width": width,
+            "steps": steps,
+            "guidance": guidance,
+            "seed": seed,
+            "cache_reference": cache_reference,
+            "seconds": {
+                "load": round(loaded - start, 3),
+                "sample": round(sampled - loaded, 3),
+                "per_step": round((sampled - loaded) / max(steps, 1), 4),
+            },
+        },
+    )
     return out

@@ -47,7 +47,10 @@ def test_bf16_loading_keeps_wan_fp32_modules(tiny_wan_dir):
     [
         (lambda p: p / "nope", "does not exist"),
         (lambda p: p, "model_index.json is missing"),
-        (lambda p: (p / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}') and p, "not a Wan"),
+        (
+            lambda p: (p / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}') and p,
+            "not a Wan",
+        ),
         (lambda p: (p / "model_index.json").write_text('{"_class_name": "WanPipeline"}') and p, "missing the Wan"),
         (lambda p: (p / "model_index.json").write_text("{oops") and p, "not valid JSON"),
     ],

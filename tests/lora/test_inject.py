@@ -103,8 +103,11 @@ def test_masks_survive_deepcopy(make_adapted, inputs):
     groups = HeadGroups(LABELS, HEAD_DIM)
     for i, name, layer in lora_layers(t):
         outside = groups.row_mask(i, "temporal")
-        grad = layer.lora_A["spatial"].weight.grad[:, outside] if name == "to_out.0" else (
-            layer.lora_B["spatial"].weight.grad[outside])
+        grad = (
+            layer.lora_A["spatial"].weight.grad[:, outside]
+            if name == "to_out.0"
+            else (layer.lora_B["spatial"].weight.grad[outside])
+        )
         assert torch.all(grad == 0)
     assert all(p.grad is not None for p in params)
 
@@ -174,7 +177,9 @@ def test_state_dict_reload_restores_masks(tiny_t2v, adapted):
 def test_peft_adapter_folder_round_trip(tiny_t2v, adapted, inputs, tmp_path):
     save_peft_adapter(adapted, "temporal", tmp_path / "temporal")
     assert sorted(p.name for p in (tmp_path / "temporal").iterdir()) == [
-        "adapter_config.json", "adapter_model.safetensors"]
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
     t = copy.deepcopy(tiny_t2v.transformer)
     assert load_peft_adapter(t, tmp_path / "temporal") == "temporal"
     assert t.blocks[1].attn1.to_out[0].lora_A["temporal"].effivmt_mask.shape == (1, 48)  # masks restored

@@ -74,8 +74,13 @@ def test_loaded_lora_stays_beside_head_group_adapters(tiny_t2v, exports):
 
 def _other_model_lora(tmp_path, **changes):
     other = WanTransformer3DModel(**{**TINY_T2V, **changes})
-    add_head_group_adapter(other, "spatial", [["spatial"] * other.config.num_attention_heads] *
-                           other.config.num_layers, "spatial", HeadGroupLoraConfig(rank=4))
+    add_head_group_adapter(
+        other,
+        "spatial",
+        [["spatial"] * other.config.num_attention_heads] * other.config.num_layers,
+        "spatial",
+        HeadGroupLoraConfig(rank=4),
+    )
     return export_lora({"spatial": adapter_weights(other, "spatial")}, "diffusers", out=tmp_path)[0]
 
 
@@ -86,8 +91,7 @@ def test_adapter_of_a_wider_model_is_refused_naming_the_first_key(tiny_t2v, tmp_
         load_lora(t, path)
     message = str(err.value)
     assert message.startswith(
-        "adapter does not fit the model: blocks.0.attn1.to_k.lora_A.weight has shape (4, 96), "
-        "the model expects (4, 48)"
+        "adapter does not fit the model: blocks.0.attn1.to_k.lora_A.weight has shape (4, 96), the model expects (4, 48)"
     )
     assert "\n" not in message
     assert adapter_names(t) == []  # nothing was injected

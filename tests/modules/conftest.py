@@ -1,11 +1,9 @@
 import copy
 
 import pytest
-import torch
 
 from effivmt.data.cache import build_clip_cache
 from effivmt.data.synthetic import moving_shapes
-
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Functional tests of the two LoRA stages on the tiny model and a synthetic clip with known motion."""
 
 import torch
+from helpers import LABELS, effective_weights, trainer
 
 from effivmt.attention import install_processors
 from effivmt.data.cache import ClipDataModule
@@ -9,8 +10,6 @@ from effivmt.lora import HeadGroupLoraConfig, add_head_group_adapter, set_adapte
 from effivmt.modules.flow import add_noise, denoising_loss, velocity_target
 from effivmt.modules.spatial import SpatialLoRAModule
 from effivmt.modules.temporal import TemporalLoRAModule, temporal_positions
-
-from helpers import LABELS, effective_weights, trainer
 
 HEAD_DIM = 12
 
@@ -67,8 +66,13 @@ def test_spatial_then_temporal_stage_confinement_and_learning(components, synthe
     spatial_state = {k: v.clone() for k, v in transformer.state_dict().items() if ".spatial." in k}
     before = effective_weights(transformer)
     loss_before = _fixed_eval_loss(transformer, synthetic_cache)
-    module = TemporalLoRAModule(transformer, sampler=UniformStride(9), motion_weight=0.5, optimizer=_optimizer,
-                                active_adapters=["spatial", "temporal"])
+    module = TemporalLoRAModule(
+        transformer,
+        sampler=UniformStride(9),
+        motion_weight=0.5,
+        optimizer=_optimizer,
+        active_adapters=["spatial", "temporal"],
+    )
     trainer(tmp_path, 40).fit(module, datamodule=ClipDataModule(synthetic_cache, 40))
     after = effective_weights(transformer)
     _assert_group_untouched(before, after, "spatial")
@@ -102,8 +106,12 @@ def test_temporal_step_uses_adaptive_positions(components, synthetic_cache, monk
 def test_full_frame_positions_are_integers():
     idx = AllFrames().sample(5, torch.Generator())
     assert torch.equal(temporal_positions(idx, 5, "adaptive"), torch.arange(5, dtype=torch.float64))
-    assert torch.equal(temporal_positions(torch.tensor([1, 3]), 5, "sampled"), torch.tensor([1.0, 3.0], dtype=torch.float64))
-    assert torch.equal(temporal_positions(torch.tensor([1, 3]), 5, "contiguous"), torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert torch.equal(
+        temporal_positions(torch.tensor([1, 3]), 5, "sampled"), torch.tensor([1.0, 3.0], dtype=torch.float64)
+    )
+    assert torch.equal(
+        temporal_positions(torch.tensor([1, 3]), 5, "contiguous"), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    )
 
 
 def test_checkpoint_state_holds_only_the_trained_adapter(components):

@@ -35,8 +35,9 @@ def test_one_record_serves_a_larger_batch(pipe, branch_inputs):
     refs2 = [torch.cat([r[:1], r[:1]]) for r in refs]
     with torch.no_grad():
         rec1 = model.encode_references(one, ["motion"], [c[:1] for c in rctx], [i[:1] for i in rimg], (3, 2, 2))
-        rec2 = model.encode_references(refs2, ["motion"], [torch.cat([c[:1]] * 2) for c in rctx],
-                                       [torch.cat([i[:1]] * 2) for i in rimg], (3, 2, 2))
+        rec2 = model.encode_references(
+            refs2, ["motion"], [torch.cat([c[:1]] * 2) for c in rctx], [torch.cat([i[:1]] * 2) for i in rimg], (3, 2, 2)
+        )
         a = model(target, torch.tensor([600.0, 200.0]), ctx, img, rec1)
         b = model(target, torch.tensor([600.0, 200.0]), ctx, img, rec2)
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -14,8 +14,9 @@ def test_shipped_manifest_has_one_pair_per_task(synthetic_manifest):
 
 
 def test_datamodule_batches(synthetic_manifest):
-    dm = PairedVideoDataModule(synthetic_manifest, num_frames=9, height=32, width=32, fps=None, batch_size=2,
-                               shuffle=False)
+    dm = PairedVideoDataModule(
+        synthetic_manifest, num_frames=9, height=32, width=32, fps=None, batch_size=2, shuffle=False
+    )
     batch = next(iter(dm.train_dataloader()))
     assert batch["target"].shape == (2, 3, 9, 32, 32)
     assert len(batch["references"]) == 1 and batch["references"][0].shape == (2, 3, 9, 32, 32)
@@ -46,8 +47,13 @@ def test_manifest_errors(tmp_path):
 
 
 def test_collate_combination_rows():
-    item = {"references": [torch.zeros(3, 1, 16, 16), torch.ones(3, 1, 16, 16)], "target": torch.zeros(3, 1, 16, 16),
-            "prompt": "p", "tasks": ("id", "motion"), "reference_prompt": ""}
+    item = {
+        "references": [torch.zeros(3, 1, 16, 16), torch.ones(3, 1, 16, 16)],
+        "target": torch.zeros(3, 1, 16, 16),
+        "prompt": "p",
+        "tasks": ("id", "motion"),
+        "reference_prompt": "",
+    }
     batch = collate_pairs([item, item])
     assert [r.shape[0] for r in batch["references"]] == [2, 2] and batch["references"][1].min() == 1
     with pytest.raises(ConfigError, match="different numbers of references"):

@@ -30,7 +30,10 @@ def test_stage_trains_only_its_own_parameters(stage, video):
     at least one trainable tensor of each group has changed.
     """
     module = OmniTransferModule(
-        stage=stage, tasks=TaskConfig(num_queries=2), lora_rank=2, lora_alpha=2,
+        stage=stage,
+        tasks=TaskConfig(num_queries=2),
+        lora_rank=2,
+        lora_alpha=2,
         optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.1),
     )
     module.configure_model()
@@ -79,9 +82,18 @@ def test_tiny_recipe_trains_three_stages_then_transfers(tmp_path, synthetic_mani
     weights = train(
         tmp_path / "run",
         PairedDataArgs(synthetic_manifest, num_frames=9, height=32, width=32, fps=None, num_workers=0),
-        OmniModelArgs(dtype="fp32", num_reference_frames=2, lora_rank=2, lora_alpha=2, tasks=TaskConfig(num_queries=2),
-                      gradient_checkpointing=False),
-        stages=[1, 2, 3], stage1=one, stage2=one, stage3=one,
+        OmniModelArgs(
+            dtype="fp32",
+            num_reference_frames=2,
+            lora_rank=2,
+            lora_alpha=2,
+            tasks=TaskConfig(num_queries=2),
+            gradient_checkpointing=False,
+        ),
+        stages=[1, 2, 3],
+        stage1=one,
+        stage2=one,
+        stage3=one,
         trainer=TrainerArgs(accelerator="cpu", devices=1, log_every_n_steps=1),
     )
     assert weights == tmp_path / "run" / "stage3" / "omnitransfer.safetensors"
@@ -99,9 +111,13 @@ def test_tiny_recipe_trains_three_stages_then_transfers(tmp_path, synthetic_mani
     assert train(tmp_path / "run", PairedDataArgs(synthetic_manifest), stages=[3]) == weights
 
     out = transfer(
-        task="motion", reference=synthetic_manifest.parent / "motion-reference.mp4",
-        first_frame=synthetic_manifest.parent / "motion-target.mp4", prompt="a red circle moves in a circle",
-        out=tmp_path / "out.mp4", checkpoint=weights, steps=2,
+        task="motion",
+        reference=synthetic_manifest.parent / "motion-reference.mp4",
+        first_frame=synthetic_manifest.parent / "motion-target.mp4",
+        prompt="a red circle moves in a circle",
+        out=tmp_path / "out.mp4",
+        checkpoint=weights,
+        steps=2,
     )
     frames, _ = read_video(out)
     assert frames.shape == (9, 32, 32, 3)
@@ -114,8 +130,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(video):
     """
     grads = []
     for checkpointing in (False, True):
-        module = OmniTransferModule(stage=3, tasks=TaskConfig(num_queries=2), lora_rank=2, lora_alpha=2,
-                                    gradient_checkpointing=checkpointing)
+        module = OmniTransferModule(
+            stage=3, tasks=TaskConfig(num_queries=2), lora_rank=2, lora_alpha=2, gradient_checkpointing=checkpointing
+        )
         module.configure_model()
         loss = module.compute_loss(_batch(video), torch.Generator().manual_seed(0))
         loss.backward()

@@ -13,8 +13,12 @@ def test_transfer_writes_video_and_settings(tmp_path, synthetic_manifest):
     first = read_video(folder / "id-target.mp4")[0][0]
     write_image(tmp_path / "first.png", first)
     out = transfer(
-        task="id+motion", reference=[folder / "id-reference.mp4", folder / "motion-reference.mp4"],
-        first_frame=tmp_path / "first.png", prompt="a red circle", out=tmp_path / "o" / "out.mp4", steps=2,
+        task="id+motion",
+        reference=[folder / "id-reference.mp4", folder / "motion-reference.mp4"],
+        first_frame=tmp_path / "first.png",
+        prompt="a red circle",
+        out=tmp_path / "o" / "out.mp4",
+        steps=2,
         guidance=3.0,
     )
     assert read_video(out)[0].shape == (9, 32, 32, 3)

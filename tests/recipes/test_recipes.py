@@ -32,9 +32,24 @@ def test_paper_recipes_use_paper_settings():
 def test_quickstart_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # recipe paths resolve against the recipe file, not the cwd
     out = tmp_path / "run"
-    args = ["run", str(RECIPES / "quickstart.yaml"), "--out", str(out), "--spatial.max_steps", "6",
-            "--temporal.max_steps", "6", "--spatial.checkpoint_every", "3", "--temporal.checkpoint_every", "3",
-            "--generate.steps", "3", "--trainer.progress_bar", "false"]
+    args = [
+        "run",
+        str(RECIPES / "quickstart.yaml"),
+        "--out",
+        str(out),
+        "--spatial.max_steps",
+        "6",
+        "--temporal.max_steps",
+        "6",
+        "--spatial.checkpoint_every",
+        "3",
+        "--temporal.checkpoint_every",
+        "3",
+        "--generate.steps",
+        "3",
+        "--trainer.progress_bar",
+        "false",
+    ]
     assert cli.main(args) == 0
     heads = json.loads((out / "heads.json").read_text())
     assert {"alpha", "layers", "heads", "labels", "scores", "clip", "timesteps"} <= heads.keys()

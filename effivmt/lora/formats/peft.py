@@ -49,7 +49,10 @@ def from_peft(state_dict: dict[str, torch.Tensor], adapter_config: dict[str, Any
 
 
 def save_peft(
-    weights: LoraWeights, folder: Path, metadata: dict[str, Any] | None = None, base_model: str | None = None,
+    weights: LoraWeights,
+    folder: Path,
+    metadata: dict[str, Any] | None = None,
+    base_model: str | None = None,
     **config: Any,
 ) -> Path:
     """Write ``folder/adapter_config.json`` and ``folder/adapter_model.safetensors`` (the caller makes it atomic)."""
