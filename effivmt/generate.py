@@ -10,6 +10,7 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from effivmt.args import AnyPath, GenerateArgs, ModelArgs, as_path
@@ -24,18 +25,16 @@ def sample_name(prompt: str, seed: int) -> str:
     return f"{slug}-s{seed}.mp4"
 
 
-def render(
+def synthesize(
     components,
     prompt: str,
-    out: Path,
     args: GenerateArgs,
     num_frames: int,
     height: int,
     width: int,
     device: str = "cpu",
-) -> Path:
-    """Render ``prompt`` with whatever adapters the transformer carries, at the scales in ``args``; write mp4."""
-    from effivmt.data.video import write_video
+) -> np.ndarray:
+    """Frames ``(F, H, W, 3)`` in [0, 1] for ``prompt``, with the transformer's adapters at the scales in ``args``."""
     from effivmt.lora import adapter_names, set_adapter_scales
 
     transformer = components.transformer
@@ -47,7 +46,7 @@ def render(
     pipe.set_progress_bar_config(desc="generate")
     generator = torch.Generator(device=device).manual_seed(args.seed)
     with torch.no_grad():
-        frames = pipe(
+        return pipe(
             prompt=prompt,
             negative_prompt=args.negative_prompt,
             num_frames=args.num_frames or num_frames,
@@ -58,6 +57,22 @@ def render(
             generator=generator,
             output_type="np",
         ).frames[0]
+
+
+def render(
+    components,
+    prompt: str,
+    out: Path,
+    args: GenerateArgs,
+    num_frames: int,
+    height: int,
+    width: int,
+    device: str = "cpu",
+) -> Path:
+    """:func:`synthesize`, then write the mp4 atomically."""
+    from effivmt.data.video import write_video
+
+    frames = synthesize(components, prompt, args, num_frames, height, width, device)
     return write_video(out, frames, fps=args.fps)
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from effivmt.args import GenerateArgs, HeadsArgs, StageArgs, TemporalArgs, Train
 from effivmt.backbone.encode import decode_latents
 from effivmt.callbacks import SampleFramesLogger, frame_strip, log_image
 from effivmt.data.cache import ClipCache, ClipDataModule, build_clip_cache
+from effivmt.data.video import write_video
+from effivmt.generate import sample_name, synthesize
 from effivmt.lora import HeadGroupLoraConfig
 from effivmt.manifest import RunManifest
 from effivmt.strategies import FiniteGuard, build_strategy, checkpoint_plugins, is_global_zero
@@ -108,6 +111,72 @@ def _encode_device(args: TrainerArgs) -> str:
     return "cpu"
 
 
+def _head_scores(out, manifest, selected, frames, components, clip, clip_prompt, heads_args, trainer_args, device):
+    """Stage 1, or the labels of a finished one from ``heads.json``."""
+    from effivmt.heads import HeadScores
+    from effivmt.run import _classify
+
+    heads_json = out / "heads.json"
+    if heads_json.exists() and (manifest.done("heads") or "heads" not in selected):
+        log.info("heads: reusing heads.json")
+        scores = HeadScores.from_json(json.loads(heads_json.read_text()))
+    else:
+        _offload(components, device)
+        with manifest.stage("heads"):
+            scores = _classify(out, frames, components, clip_prompt, heads_args, trainer_args, clip)
+    n_spatial, n_temporal = scores.counts()
+    manifest.record("heads", spatial=n_spatial, temporal=n_temporal)
+    return scores
+
+
+def _clip_cache(out: Path, frames: torch.Tensor, components, clip_prompt: str, device: str) -> ClipCache:
+    """Latents and prompt embeddings, encoded once per clip and kept in ``cache/clip.safetensors``."""
+    path = out / "cache" / "clip.safetensors"
+    if path.exists():
+        return ClipCache.load(path)
+    _offload(components, device)
+    cache = build_clip_cache(components, frames, clip_prompt)
+    cache.save(path)
+    return cache
+
+
+def _train_adapter(name, scores, cache, components, lora, settings, trainer_args, out, seed) -> None:
+    """Add the ``name`` head-group adapter and fit it (the spatial or temporal stage)."""
+    from effivmt.lora import adapter_names, add_head_group_adapter
+    from effivmt.modules.spatial import SpatialLoRAModule
+    from effivmt.modules.temporal import TemporalLoRAModule
+
+    transformer = components.transformer
+    with torch.random.fork_rng(devices=[]):  # the same initial adapter in a resumed run and on every rank
+        torch.manual_seed(seed + 1 + (name == "temporal"))
+        add_head_group_adapter(transformer, name, scores.labels, name, lora)
+    cast_training_params(transformer, torch.float32)  # fp32 adapter weights under a bf16 base model
+    common = dict(
+        optimizer=settings.optimizer,
+        lr_scheduler=settings.lr_scheduler,
+        shift=settings.shift,
+        seed=seed,
+        gradient_checkpointing=trainer_args.gradient_checkpointing,
+        active_adapters=adapter_names(transformer),
+    )
+    if name == "spatial":
+        module = SpatialLoRAModule(transformer, **common)
+    else:
+        module = TemporalLoRAModule(
+            transformer,
+            sampler=settings.sampler,
+            motion_weight=settings.motion_weight,
+            position_mode=settings.position_mode,
+            **common,
+        )
+    if settings.max_steps > 0:
+        _offload(components, "cpu")
+        probe = SampleFramesLogger(
+            cache.video_latents, cache.prompt_embeds, lambda z: decode_latents(components, z), settings.sample_every
+        )
+        train_stage(name, module, cache, settings, trainer_args, out, [probe])
+
+
 def run_stages(
     out: Path,
     manifest: RunManifest,
@@ -127,11 +196,7 @@ def run_stages(
 ) -> Path:
     """Run the selected stages in order, skipping those already done; returns the run folder."""
     from effivmt.attention import install_processors
-    from effivmt.heads import HeadScores
-    from effivmt.lora import adapter_names, add_head_group_adapter, load_peft_adapter, save_peft_adapter
-    from effivmt.modules.spatial import SpatialLoRAModule
-    from effivmt.modules.temporal import TemporalLoRAModule
-    from effivmt.run import _classify
+    from effivmt.lora import adapter_names, export_lora, load_peft_adapter, save_peft_adapter
 
     transformer = components.transformer
     # the same modules whether or not this process ran the heads stage: DDP ranks > 0 and resumed runs skip it,
@@ -139,109 +204,43 @@ def run_stages(
     install_processors(transformer)
     # the frozen VAE and text encoder work on the accelerator (heads, cache, generation) and wait on the CPU meanwhile
     device = _encode_device(trainer_args)
-    # 1. head labels
-    heads_json = out / "heads.json"
-    if heads_json.exists() and (manifest.done("heads") or "heads" not in selected):
-        import json
+    scores = _head_scores(
+        out, manifest, selected, frames, components, clip, clip_prompt, heads_args, trainer_args, device
+    )
+    cache = _clip_cache(out, frames, components, clip_prompt, device)
 
-        scores = HeadScores.from_json(json.loads(heads_json.read_text()))
-        log.info("heads: reusing heads.json")
-    else:
-        _offload(components, device)
-        with manifest.stage("heads"):
-            scores = _classify(out, frames, components, clip_prompt, heads_args, trainer_args, clip)
-    n_spatial, n_temporal = scores.counts()
-    manifest.record("heads", spatial=n_spatial, temporal=n_temporal)
-
-    # 2. latents and prompt embeddings, once per clip
-    cache_path = out / "cache" / "clip.safetensors"
-    if cache_path.exists():
-        cache = ClipCache.load(cache_path)
-    else:
-        _offload(components, device)
-        cache = build_clip_cache(components, frames, clip_prompt)
-        cache.save(cache_path)
-
-    stage_settings = {"spatial": spatial, "temporal": temporal}
-    counts = {"spatial": n_spatial, "temporal": n_temporal}
-    for name in ("spatial", "temporal"):
+    counts = dict(zip(("spatial", "temporal"), scores.counts()))
+    for name, settings in (("spatial", spatial), ("temporal", temporal)):
         folder = out / "adapters" / name
         if folder.exists():
             load_peft_adapter(transformer, folder, name)
             log.info(f"{name}: reusing {folder}")
-            continue
-        if name not in selected:
-            continue
-        with manifest.stage(name):
-            if counts[name] == 0:
-                log.warning(f"{name}: no {name} heads at alpha {scores.alpha}; stage skipped, no {name} adapter")
-                continue
-            with torch.random.fork_rng(devices=[]):  # the same initial adapter in a resumed run and on every rank
-                torch.manual_seed(seed + 1 + (name == "temporal"))
-                add_head_group_adapter(transformer, name, scores.labels, name, lora)
-            cast_training_params(transformer, torch.float32)  # fp32 adapter weights under a bf16 base model
-            settings = stage_settings[name]
-            common = dict(
-                optimizer=settings.optimizer,
-                lr_scheduler=settings.lr_scheduler,
-                shift=settings.shift,
-                seed=seed,
-                gradient_checkpointing=trainer_args.gradient_checkpointing,
-                active_adapters=adapter_names(transformer),
-            )
-            if name == "spatial":
-                module = SpatialLoRAModule(transformer, **common)
-            else:
-                module = TemporalLoRAModule(
-                    transformer,
-                    sampler=temporal.sampler,
-                    motion_weight=temporal.motion_weight,
-                    position_mode=temporal.position_mode,
-                    **common,
-                )
-            if settings.max_steps > 0:
-                _offload(components, "cpu")
-                probe = SampleFramesLogger(
-                    cache.video_latents,
-                    cache.prompt_embeds,
-                    lambda z: decode_latents(components, z),
-                    settings.sample_every,
-                )
-                train_stage(name, module, cache, settings, trainer_args, out, [probe])
-            if is_global_zero():  # other ranks hold the same weights; they only train
-                save_peft_adapter(transformer, name, folder)
-
+        elif name in selected:
+            with manifest.stage(name):
+                if counts[name] == 0:
+                    log.warning(f"{name}: no {name} heads at alpha {scores.alpha}; stage skipped, no {name} adapter")
+                    continue
+                _train_adapter(name, scores, cache, components, lora, settings, trainer_args, out, seed)
+                if is_global_zero():  # other ranks hold the same weights; they only train
+                    save_peft_adapter(transformer, name, folder)
     if not is_global_zero():
         return out
 
     trained = adapter_names(transformer)
     merged = out / "adapters" / "pytorch_lora_weights.safetensors"
     if "export" in selected and trained and not (manifest.done("export") and merged.exists()):
-        from effivmt.lora import export_lora
-
         scales = {"spatial": generate.scale_spatial, "temporal": generate.scale_temporal}
         with manifest.stage("export"):
             export_lora(out, "diffusers", scales={n: scales[n] for n in trained}, merge=True, names=trained, out=merged)
-
-    from effivmt.generate import render, sample_name
 
     target = out / "samples" / sample_name(prompt, generate.seed)
     if "generate" in selected and not (manifest.done("generate") and target.exists()):
         _offload(components, device)
         with manifest.stage("generate"):
-            render(
-                components,
-                prompt,
-                target,
-                generate,
-                num_frames=frames.shape[1],
-                height=frames.shape[2],
-                width=frames.shape[3],
-                device=device,
-            )
-        from effivmt.data.video import read_video
-
-        log_image(out / "logs", "generate", "samples/generated", frame_strip(read_video(target)[0]))
+            num_frames, height, width = frames.shape[1:]
+            video = synthesize(components, prompt, generate, num_frames, height, width, device=device)
+            write_video(target, video, fps=generate.fps)
+        log_image(out / "logs", "generate", "samples/generated", frame_strip(video))
         manifest.record("generate", path=str(target))
 
     print_summary(out, manifest)
