@@ -1,5 +1,10 @@
 """Helpers shared by tests (importable as ``helpers``: pytest puts tests/ on sys.path)."""
 
+from pathlib import Path
+
+import yaml
+
+SAMPLE_CLIP = Path(__file__).resolve().parents[1] / "data" / "clips" / "moving-shapes.mp4"
 
 #: head labels of the tiny model used by the stage tests: 2 spatial + 2 temporal heads per layer.
 LABELS = [["spatial", "temporal", "spatial", "temporal"], ["temporal", "spatial", "temporal", "spatial"]]
@@ -35,3 +40,18 @@ def effective_weights(transformer):
                     weight = weight + module.get_delta_weight(adapter).detach()
             out[name] = weight
     return out
+
+
+def write_heads_recipe(path: Path, **top_level) -> Path:
+    """A tiny ``run`` recipe that only classifies heads (32x32, 9 frames): quick enough for a row per test."""
+    recipe = {
+        "clip_prompt": "a red ball",
+        "stages": ["heads"],
+        "video": {"num_frames": 9, "height": 32, "width": 32, "fps": None},
+        "heads": {"alpha": 1.0, "timesteps": [500], "chunk_size": 64},
+        "temporal": {"sampler": {"class_path": "effivmt.data.samplers.UniformStride", "init_args": {"num_frames": 5}}},
+        "trainer": {"accelerator": "cpu", "devices": 1, "progress_bar": False},
+        **top_level,
+    }
+    path.write_text(yaml.safe_dump(recipe))
+    return path

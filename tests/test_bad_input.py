@@ -18,34 +18,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from helpers import SAMPLE_CLIP, write_heads_recipe
 
 from effivmt import cli
 
-CLIP = Path(__file__).resolve().parents[1] / "data" / "clips" / "moving-shapes.mp4"
+CLIP = SAMPLE_CLIP
 
 
 @pytest.fixture
 def recipe(tmp_path) -> Path:
-    """A tiny recipe that only classifies heads (32x32, 9 frames): every row that gets past the input is quick."""
-    path = tmp_path / "tiny.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "clip": str(CLIP),
-                "clip_prompt": "a red ball",
-                "prompt": "a cat",
-                "stages": ["heads"],
-                "video": {"num_frames": 9, "height": 32, "width": 32, "fps": None},
-                "heads": {"alpha": 1.0, "timesteps": [500], "chunk_size": 64},
-                "temporal": {
-                    "sampler": {"class_path": "effivmt.data.samplers.UniformStride", "init_args": {"num_frames": 5}}
-                },
-                "trainer": {"accelerator": "cpu", "devices": 1, "progress_bar": False},
-            }
-        )
-    )
-    return path
+    """Heads only: every row that gets past the input is quick."""
+    return write_heads_recipe(tmp_path / "tiny.yaml", clip=str(CLIP), prompt="a cat")
 
 
 def fails(capsys, argv: list[str]) -> str:

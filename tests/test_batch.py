@@ -7,33 +7,18 @@ import logging
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import SAMPLE_CLIP, write_heads_recipe
 
 from effivmt import cli
 from effivmt.batch import is_finished, parse_shard, read_manifest
 
-CLIP = Path(__file__).resolve().parents[1] / "data" / "clips" / "moving-shapes.mp4"
+CLIP = SAMPLE_CLIP
 
 
 @pytest.fixture
 def recipe(tmp_path) -> Path:
-    """Heads only, 32x32, 9 frames: a row takes a second or two."""
-    path = tmp_path / "recipe.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "clip_prompt": "a red ball",
-                "stages": ["heads"],
-                "video": {"num_frames": 9, "height": 32, "width": 32, "fps": None},
-                "heads": {"alpha": 1.0, "timesteps": [500], "chunk_size": 64},
-                "temporal": {
-                    "sampler": {"class_path": "effivmt.data.samplers.UniformStride", "init_args": {"num_frames": 5}}
-                },
-                "trainer": {"accelerator": "cpu", "devices": 1, "progress_bar": False},
-            }
-        )
-    )
-    return path
+    """Heads only: a row takes a second or two."""
+    return write_heads_recipe(tmp_path / "recipe.yaml")
 
 
 def write_manifest(path: Path, rows: list) -> Path:
