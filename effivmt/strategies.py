@@ -158,11 +158,13 @@ class FiniteGuard(L.Callback):
     Args:
         stage: ``"spatial"`` / ``"temporal"``, for the message.
         checkpoint_dir: where ``last.ckpt`` lives.
+        lr_key: the recipe key of the stage's learning rate, for the hint (default ``<stage>.optimizer.init_args.lr``).
     """
 
-    def __init__(self, stage: str, checkpoint_dir: Path) -> None:
+    def __init__(self, stage: str, checkpoint_dir: Path, lr_key: str | None = None) -> None:
         self.stage = stage
         self.checkpoint_dir = Path(checkpoint_dir)
+        self.lr_key = lr_key or f"{stage}.optimizer.init_args.lr"
 
     def _agree(self, trainer: L.Trainer, ok: bool) -> bool:
         return bool(trainer.strategy.reduce_boolean_decision(ok, all=True)) if trainer.world_size > 1 else ok
@@ -188,7 +190,7 @@ class FiniteGuard(L.Callback):
         kept = f"the last good checkpoint is kept: {last}" if last.exists() else "no checkpoint had been written yet"
         raise EffivmtError(
             f"{self.stage}: {what}; stage stopped, {kept}",
-            f"lower {self.stage}.optimizer.init_args.lr; a re-run resumes with the checkpoint's optimizer state, so "
+            f"lower {self.lr_key}; a re-run resumes with the checkpoint's optimizer state, so "
             f"delete {self.checkpoint_dir} to restart the stage with the new lr",
         )
 

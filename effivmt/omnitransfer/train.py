@@ -120,6 +120,7 @@ def train(
 
     from effivmt.omnitransfer.data import PairedVideoDataModule
     from effivmt.omnitransfer.module import OmniTransferModule
+    from effivmt.strategies import FiniteGuard, checkpoint_plugins
 
     model = model or OmniModelArgs()
     stages = stages or [1, 2, 3]
@@ -169,7 +170,11 @@ def train(
             log_every_n_steps=trainer.log_every_n_steps,
             default_root_dir=out,
             logger=TensorBoardLogger(out / "logs", name=f"stage{stage}"),
-            callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=args.checkpoint_every)],
+            plugins=checkpoint_plugins(trainer.strategy),
+            callbacks=[
+                FiniteGuard(f"stage{stage}", ckpt_dir, lr_key=f"stage{stage}.lr"),
+                ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=args.checkpoint_every),
+            ],
             num_sanity_val_steps=0,
             enable_model_summary=False,
             enable_progress_bar=False,
