@@ -1,0 +1,206 @@
+"""``effivmt pretrain``: the whole micro-Wan pretraining, from nothing to a diffusers folder, resumable.
+
+Stages, each skipped once done and resumed from its last checkpoint when interrupted:
+
+1. ``vae``: ``AutoencoderKLWan`` on short windows of pretraining scenes (:mod:`effivmt.pretrain.vae`);
+2. ``cache``: every pretraining clip encoded once (posterior mode); per-channel mean/std become the
+   VAE's ``latents_mean``/``latents_std``, as in Wan 2.1's config;
+3. ``dit``: ``WanTransformer3DModel`` + ``UMT5EncoderModel`` on the cached latents, EMA weights
+   (:mod:`effivmt.pretrain.dit`); a snapshot folder is written every ``snapshot_every`` steps;
+4. ``export``: ``DIR/micro-wan-t2v``, a ``WanPipeline`` folder that ``load_wan`` and stock diffusers load.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from safetensors.torch import load_file, save_file
+
+from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE, MICRO_FOLDER, build_micro_components
+from effivmt.data.world import render, sample_scene
+from effivmt.io import atomic_dir, atomic_path, write_json_atomic
+
+
+def _trainer(out: Path, name: str, max_steps: int, every: int, callbacks: list) -> L.Trainer:
+    ckpt = ModelCheckpoint(dirpath=out / name / "checkpoints", every_n_train_steps=every, save_last=True, save_top_k=0)
+    return L.Trainer(
+        max_steps=max_steps,
+        accelerator="auto",
+        devices=1,
+        logger=TensorBoardLogger(str(out / "logs"), name=name, version=0),
+        callbacks=[ckpt, *callbacks],
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+
+
+def _last(out: Path, name: str) -> str | None:
+    last = out / name / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+def _done(out: Path, name: str) -> bool:
+    return (out / name / "done.json").is_file()
+
+
+def _mark(out: Path, name: str, **info) -> None:
+    write_json_atomic(out / name / "done.json", info)
+
+
+def train_vae(out: Path, steps: int, batch_size: int, seed: int) -> None:
+    from effivmt.pretrain.vae import VaePretrainModule, WorldWindows
+
+    if _done(out, "vae"):
+        return
+    t0 = time.time()
+    vae = build_micro_components(seed)["vae"].train()
+    module = VaePretrainModule(vae, max_steps=steps)
+    resume = _last(out, "vae")
+    start = torch.load(resume, map_location="cpu", weights_only=False)["global_step"] if resume else 0
+    data = torch.utils.data.DataLoader(WorldWindows(5, MICRO_SIZE, MICRO_FRAMES, seed, start * batch_size), batch_size)
+    _trainer(out, "vae", steps, 100, []).fit(module, data, ckpt_path=resume)
+    with atomic_dir(out / "vae" / "model") as tmp:
+        vae.eval().save_pretrained(str(tmp))
+    _mark(out, "vae", steps=steps, wall_s=round(time.time() - t0, 1))
+
+
+@torch.no_grad()
+def cache_latents(out: Path, clips: int, seed: int) -> None:
+    from diffusers import AutoencoderKLWan
+    from tqdm.auto import tqdm
+
+    if _done(out, "cache"):
+        return
+    t0 = time.time()
+    vae = AutoencoderKLWan.from_pretrained(str(out / "vae" / "model")).eval()
+    seeds = [seed * 100_000 + i for i in range(clips)]
+    chunks = []
+    for start in tqdm(range(0, clips, 16), desc="cache latents", unit="x16 clips"):
+        video = torch.stack(
+            [render(sample_scene(s), MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE).frames for s in seeds[start : start + 16]]
+        )
+        video = video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+        chunks.append(vae.encode(video).latent_dist.mode())
+    raw = torch.cat(chunks)
+    mean = raw.mean(dim=(0, 2, 3, 4))
+    std = raw.std(dim=(0, 2, 3, 4))
+    with atomic_path(out / "cache" / "latents.safetensors") as tmp:
+        save_file({"raw": raw.contiguous(), "mean": mean, "std": std, "seeds": torch.tensor(seeds)}, str(tmp))
+    _mark(out, "cache", clips=clips, wall_s=round(time.time() - t0, 1))
+
+
+class Snapshots(Callback):
+    """Every ``every`` steps, write the EMA weights as a full diffusers folder (look at a model mid-training)."""
+
+    def __init__(self, out: Path, every: int) -> None:
+        self.out, self.every = out, every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.every == 0 and step > 0:
+            export_folder(self.out, self.out / "snapshots" / f"step-{step:06d}", _ema_module(trainer, pl_module))
+
+
+def _ema_module(trainer, pl_module):
+    for cb in trainer.callbacks:
+        if isinstance(cb, EMAWeightAveraging) and cb._average_model is not None:
+            return cb._average_model.module
+    return pl_module
+
+
+def export_folder(out: Path, dest: Path, module) -> Path:
+    """A ``WanPipeline`` folder from the trained VAE (with latent statistics) and ``module``'s DiT + UMT5."""
+    from diffusers import AutoencoderKLWan, WanPipeline
+
+    parts = build_micro_components()
+    stats = load_file(str(out / "cache" / "latents.safetensors"))
+    vae = AutoencoderKLWan.from_pretrained(str(out / "vae" / "model"))
+    vae.register_to_config(latents_mean=stats["mean"].tolist(), latents_std=stats["std"].tolist())
+    parts["vae"] = vae
+    parts["transformer"].load_state_dict(module.transformer.state_dict())
+    parts["text_encoder"].load_state_dict(module.text_encoder.state_dict())
+    with atomic_dir(dest) as tmp:
+        WanPipeline(**parts).save_pretrained(str(tmp))
+    return dest
+
+
+def train_dit(out: Path, steps: int, batch_size: int, lr: float, seed: int, snapshot_every: int) -> None:
+    from effivmt.pretrain.dit import Steps, TextToVideoPretrainModule
+
+    if _done(out, "dit"):
+        return
+    t0 = time.time()
+    stats = load_file(str(out / "cache" / "latents.safetensors"))
+    z = stats["raw"].shape[1]
+    latents = (stats["raw"] - stats["mean"].view(1, z, 1, 1, 1)) / stats["std"].view(1, z, 1, 1, 1)
+    parts = build_micro_components(seed)
+    module = TextToVideoPretrainModule(
+        parts["transformer"].train(),
+        parts["text_encoder"].train(),
+        parts["tokenizer"],
+        latents,
+        stats["seeds"].tolist(),
+        batch_size=batch_size,
+        lr=lr,
+        max_steps=steps,
+        seed=seed,
+    )
+    ema = EMAWeightAveraging(decay=0.998, update_starting_at_step=200)
+    data = torch.utils.data.DataLoader(Steps(), batch_size=None)
+    trainer = _trainer(out, "dit", steps, 200, [ema, Snapshots(out, snapshot_every)])
+    trainer.fit(module, data, ckpt_path=_last(out, "dit"))
+    # after fit, the EMA callback has copied the averaged weights into the module
+    export_folder(out, out / "dit" / "model", module)
+    _mark(out, "dit", steps=steps, wall_s=round(time.time() - t0, 1))
+
+
+def pretrain_micro(
+    out: str | Path = "runs/pretrain-micro",
+    vae_steps: int = 1200,
+    vae_batch_size: int = 4,
+    clips: int = 2400,
+    dit_steps: int = 5000,
+    dit_batch_size: int = 8,
+    dit_lr: float = 5e-4,
+    snapshot_every: int = 1000,
+    seed: int = 0,
+) -> Path:
+    """Pretrain the micro Wan from scratch into ``out`` (resumable); returns ``out/micro-wan-t2v``.
+
+    Args:
+        out: working folder (checkpoints, TensorBoard logs under ``out/logs``, snapshots, the result).
+        vae_steps, vae_batch_size: VAE stage length and batch (5-frame windows).
+        clips: pretraining clips encoded once into the latent cache.
+        dit_steps, dit_batch_size, dit_lr: DiT + UMT5 stage.
+        snapshot_every: write a diffusers folder of the EMA weights every this many DiT steps.
+        seed: everything random derives from it.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    t0 = time.time()
+    train_vae(out, vae_steps, vae_batch_size, seed)
+    cache_latents(out, clips, seed)
+    train_dit(out, dit_steps, dit_batch_size, dit_lr, seed, snapshot_every)
+    final = out / MICRO_FOLDER
+    if not final.is_dir():
+        with atomic_dir(final) as tmp:
+            shutil.copytree(out / "dit" / "model", tmp, dirs_exist_ok=True)
+    stages = {name: json.loads((out / name / "done.json").read_text()) for name in ("vae", "cache", "dit")}
+    write_json_atomic(out / "pretrain.json", {"stages": stages, "this_call_wall_s": round(time.time() - t0, 1)})
+    return final
+
+
+if __name__ == "__main__":
+    from jsonargparse import CLI
+
+    CLI(pretrain_micro)
