@@ -129,7 +129,8 @@ def parse_caption(text: str) -> ParsedCaption:
     if m is None:
         raise ConfigError(
             f"{text!r} is not a caption of the micro world",
-            "write e.g. 'a red circle moving left quickly on a black background' or 'a blue square on a white background'",
+            "write e.g. 'a red circle moving left quickly on a black background' "
+            "or 'a blue square on a white background'",
         )
     g = {k: (v.lower() if v else v) for k, v in m.groupdict().items()}
     motion = "still" if g["still"] else ("linear" if g["direction"] else None)

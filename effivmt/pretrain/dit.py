@@ -100,8 +100,10 @@ class TextToVideoPretrainModule(L.LightningModule):
             x0 = x0[:, :, :1]  # the causal VAE's first latent is the first frame encoded alone
         prompts = self.prompts_for(idx.tolist(), g)
         if image_batch:  # a still image has no motion to caption
-            prompts = [p if not p else caption(sample_scene(self.scene_seeds[i]), with_motion=False)
-                       for p, i in zip(prompts, idx.tolist())]
+            prompts = [
+                p if not p else caption(sample_scene(self.scene_seeds[i]), with_motion=False)
+                for p, i in zip(prompts, idx.tolist())
+            ]
         sigma = sample_sigmas(self.batch_size, self.shift, g)
         noise = torch.randn(x0.shape, generator=g).to(x0)
         xt = add_noise(x0, noise, sigma)

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheck
 from lightning.pytorch.loggers import TensorBoardLogger
 from safetensors.torch import load_file, save_file
 
-from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE, MICRO_FOLDER, build_micro_components
+from effivmt.backbone.micro import MICRO_FOLDER, MICRO_FRAMES, MICRO_SIZE, build_micro_components
 from effivmt.data.world import render, sample_scene
 from effivmt.io import atomic_dir, atomic_path, write_json_atomic
 
