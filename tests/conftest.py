@@ -11,6 +11,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `model.path: null` means the packaged micro Wan; unit tests run on the random tiny model instead
+# (tests of the micro model pass model.path "micro" explicitly).
+os.environ["EFFIVMT_DEFAULT_MODEL"] = "tiny"
 
 SHARED_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "clips"
 

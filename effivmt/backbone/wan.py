@@ -1,13 +1,18 @@
-"""Load Wan 2.1 from a local diffusers-format folder, or build the tiny embedded default.
+"""Load Wan 2.1 from a local diffusers-format folder, the packaged micro Wan, or the tiny test model.
 
-``load_wan(None)`` gives the tiny random model (runs anywhere, used by tests and the quickstart);
-``load_wan("/models/Wan2.1-T2V-1.3B-Diffusers")`` loads real weights. No hub access is ever made.
+``load_wan(None)`` loads the default: the micro Wan T2V pretrained by the project on the micro world
+(:mod:`effivmt.backbone.micro`), shipped in the package. ``load_wan("tiny")`` builds the random tiny
+model that unit tests use (set ``EFFIVMT_DEFAULT_MODEL=tiny`` to make it the default, as the test suite
+does). ``load_wan("/models/Wan2.1-T2V-1.3B-Diffusers")`` loads real weights. No hub access is ever made.
+There is no micro I2V yet: ``load_wan(None, variant="i2v")`` still gives the tiny random I2V model.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import logging
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +21,11 @@ import torch
 
 from effivmt.errors import ModelFolderError
 
+log = logging.getLogger(__name__)
+
 Variant = Literal["t2v", "i2v"]
+DEFAULT_MODEL_ENV = "EFFIVMT_DEFAULT_MODEL"
+"""Environment variable choosing what ``model.path: null`` means: ``micro`` (default) or ``tiny``."""
 PIPELINES = {"t2v": "WanPipeline", "i2v": "WanImageToVideoPipeline"}
 _REQUIRED = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 _DTYPES = {
@@ -107,14 +116,16 @@ def load_wan(
     """Load Wan 2.1 components.
 
     Args:
-        path: a local diffusers-format folder; ``None`` builds the tiny embedded model.
+        path: a local diffusers-format folder; ``None`` the packaged micro Wan (``"micro"`` names it
+            explicitly); ``"tiny"`` the random tiny test model.
         variant: ``"t2v"`` or ``"i2v"``; for a folder, it is read from ``model_index.json``.
         dtype: dtype of the transformer and text encoder; the VAE stays in float32 (Wan's own advice).
         device: where the modules go.
         seed: seed of the tiny model (ignored for a folder).
     """
     torch_dtype = resolve_dtype(dtype)
-    if path is None:
+    path = resolve_model_path(path, variant)
+    if path == "tiny":
         from effivmt.backbone.tiny import build_tiny_components
 
         parts = build_tiny_components(variant, seed=seed)
@@ -140,9 +151,28 @@ def load_wan(
         if not isinstance(module, torch.nn.Module):
             continue
         # The VAE stays float32; folders were loaded in torch_dtype already (which keeps Wan's fp32 modules).
-        target = torch_dtype if path is None and name in ("transformer", "text_encoder", "image_encoder") else None
+        target = torch_dtype if source == "tiny" and name in ("transformer", "text_encoder", "image_encoder") else None
         if target is not None and target != module.dtype:
             module.to(dtype=target)
         if torch.device(device) != module.device:
             module.to(device=device)
     return WanComponents(**parts, variant=variant, source=source)
+
+
+def resolve_model_path(path: str | Path | None, variant: Variant = "t2v") -> str | Path:
+    """``None`` -> the default model (micro Wan folder, or ``"tiny"``); ``"micro"`` -> the packaged folder."""
+    from effivmt.backbone.micro import micro_available, micro_path
+
+    if path is None:
+        path = os.environ.get(DEFAULT_MODEL_ENV, "micro")
+        if variant == "i2v":  # no micro I2V yet (issue 11 of the tracker): the random tiny one
+            return "tiny"
+    if str(path) == "micro":
+        if not micro_available():
+            raise ModelFolderError(
+                f"the micro Wan is not in this install ({micro_path()} is missing)",
+                "run `effivmt pretrain --out runs/pretrain` and copy runs/pretrain/micro-wan-t2v there, "
+                "or pass --model.path",
+            )
+        return micro_path()
+    return path
