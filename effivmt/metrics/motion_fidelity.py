@@ -1,5 +1,10 @@
 """Motion fidelity: how well the tracks of a generated clip follow those of the reference (DESIGN.md).
 
+This is the *published* variant (``"smm"`` in :data:`MOTION_METRICS`), kept for comparison with papers. It is
+not the headline: a frozen or noisy clip finds still or short-lived tracks that match (woman-bike, first 49
+frames: frozen 1.000, noise 0.898). The headline, ``"flow"``, is :mod:`effivmt.metrics.flow_agreement`;
+:func:`motion_fidelity_score` picks either by name.
+
 The published metric (SMM, reused by DiTFlow and Follow-Your-Motion) takes the displacement of every grid
 track at every step, normalises it to unit length, averages the cosine between each generated track and each
 reference track over time, keeps the best reference match of every generated track and averages those.
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 
 from effivmt.errors import ConfigError, VideoError
 from effivmt.metrics.tracking import Tracks
@@ -199,3 +205,38 @@ def motion_fidelity(
     """
     similarity = motion_similarity(ref_tracks, gen_tracks, min_motion=min_motion, align=align, weighting=weighting)
     return similarity.score(direction)
+
+
+MotionMetric = Literal["flow", "smm"]
+MOTION_METRICS: dict[str, str] = {
+    "flow": "dense-flow agreement (headline; effivmt.metrics.flow_agreement)",
+    "smm": "published SMM / DiTFlow: best reference track per generated track (effivmt.metrics.motion_fidelity)",
+}
+"""Motion-fidelity variants by name; ``flow`` is the default and the headline figure."""
+
+
+def motion_fidelity_score(
+    generated: np.ndarray | torch.Tensor,
+    reference: np.ndarray | torch.Tensor,
+    metric: MotionMetric = "flow",
+    *,
+    grid_size: int = 55,
+) -> float:
+    """Motion fidelity of generated frames to reference frames by variant name.
+
+    Args:
+        generated: (F, H, W, 3) uint8 frames of the generated clip.
+        reference: (F', H', W', 3) uint8 frames of the reference clip.
+        metric: ``"flow"`` (the headline, :func:`~effivmt.metrics.flow_agreement.flow_agreement`) or ``"smm"``
+            (the published score, Lucas-Kanade grid tracks and :func:`motion_fidelity`).
+        grid_size: tracks per side of the grid, for ``"smm"``.
+    """
+    if metric == "flow":
+        from effivmt.metrics.flow_agreement import flow_agreement
+
+        return flow_agreement(reference, generated)
+    if metric == "smm":
+        from effivmt.metrics.tracking import track_grid
+
+        return motion_fidelity(track_grid(reference, grid_size=grid_size), track_grid(generated, grid_size=grid_size))
+    raise ConfigError(f"unknown motion metric {metric!r}", f"use one of {', '.join(MOTION_METRICS)}")
