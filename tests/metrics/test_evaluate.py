@@ -15,6 +15,7 @@ from effivmt.metrics.tracking import track_grid
 KEYS = {
     "reference",
     "generated",
+    "motion_metric",
     "motion_fidelity",
     "motion_fidelity_reference",
     "text_similarity",
@@ -38,20 +39,32 @@ def clips(tmp_path_factory):
 def test_evaluate_writes_every_metric_to_json(clips, tiny_clip_dir, tmp_path, capsys):
     ref, _ = clips
     out = tmp_path / "scores" / "eval.json"
-    result = evaluate(ref, ref, prompt="a red disc", clip_model=tiny_clip_dir, grid_size=16, json=out)
+    result = evaluate(ref, ref, prompt="a red disc", clip_model=tiny_clip_dir, json=out)
     assert json.loads(out.read_text()) == json.loads(json.dumps(result, default=str))
     assert set(result) == KEYS
-    assert result["motion_fidelity"] == pytest.approx(1.0) and result["motion_fidelity_reference"] == pytest.approx(1.0)
+    assert result["motion_metric"] == "flow" and result["motion_fidelity"] == pytest.approx(1.0)
+    assert result["motion_fidelity_reference"] is None and result["moving_tracks"] is None
     assert -1 <= result["text_similarity"] <= 1 and -1 <= result["temporal_consistency"] <= 1
     assert result["reference_clip"] == {"frames": 17, "size": [64, 64], "fps": 8.0}
-    assert result["moving_tracks"]["total"] == 256 and result["moving_tracks"]["generated"] > 0
     table = capsys.readouterr().out
     assert "motion_fidelity" in table and "text_similarity" in table and str(out) in table
+    assert "motion metric: flow" in table
+
+
+def test_published_smm_is_selectable_by_name(clips):
+    ref, rev = clips
+    result = evaluate(ref, ref, motion_metric="smm", grid_size=16)
+    assert result["motion_metric"] == "smm" and result["settings"]["grid_size"] == 16
+    assert result["motion_fidelity"] == pytest.approx(1.0) and result["motion_fidelity_reference"] == pytest.approx(1.0)
+    assert result["moving_tracks"]["total"] == 256 and result["moving_tracks"]["generated"] > 0
+    assert evaluate(ref, rev, motion_metric="smm", grid_size=16)["motion_fidelity"] < 0.5
+    with pytest.raises(ConfigError, match="motion_metric"):
+        evaluate(ref, ref, motion_metric="dtw")
 
 
 def test_evaluate_without_clip_skips_text_metrics_with_a_note(clips, capsys):
     ref, rev = clips
-    result = evaluate(ref, rev, grid_size=16, max_frames=13)
+    result = evaluate(ref, rev, max_frames=13)
     assert result["motion_fidelity"] < 0.5
     assert result["text_similarity"] is None and result["temporal_consistency"] is None
     assert result["generated_clip"]["frames"] == 13
@@ -61,7 +74,7 @@ def test_evaluate_without_clip_skips_text_metrics_with_a_note(clips, capsys):
 def test_evaluate_argument_errors(clips):
     ref, _ = clips
     with pytest.raises(ConfigError, match="cotracker"):
-        evaluate(ref, ref, tracker="cotracker")
+        evaluate(ref, ref, motion_metric="smm", tracker="cotracker")
     with pytest.raises(ConfigError, match="max_frames"):
         evaluate(ref, ref, max_frames=1)
 
@@ -76,10 +89,12 @@ def test_evaluate_is_a_cli_command():
         ["--reference", "a.mp4", "--generated", "b.mp4", "--json", "out.json", "--align", "truncate"]
     )
     assert str(cfg.json) == "out.json" and cfg.grid_size == 55 and cfg.tracker == "lk"
+    assert cfg.motion_metric == "flow"
+    assert parser.parse_args(["--reference", "a", "--generated", "b", "--motion_metric", "smm"]).motion_metric == "smm"
     assert evaluate.__doc__.splitlines()[0].startswith("Score a generated clip")
 
 
-def test_woman_bike_against_itself_and_reversed(shared_clip):
+def test_woman_bike_against_itself_and_reversed_with_published_smm(shared_clip):
     """The real clip (25 fps, camera panning with the rider): first 49 frames, a 20 x 20 grid."""
     frames, _ = read_video(shared_clip("woman-bike.mp4"))
     frames = frames[:49].numpy()
