@@ -2,7 +2,7 @@
 
 Same model, same clip latents, same process: a random Wan transformer with a frozen spatial LoRA and a
 trainable temporal LoRA (rank 16, alpha 16, every self-attention projection, half the heads of each block
-in each group), and :class:`effivmt.modules.temporal.TemporalLoRAModule` with the motion loss on. A step is
+in each group), and :class:`effivmt.vmt.temporal.TemporalLoRAModule` with the motion loss on. A step is
 ``training_step`` (sampler -> noise -> adaptive RoPE -> forward -> denoising + motion loss), ``backward``
 and ``AdamW.step``. The two samplers alternate (sparse, full, sparse, full, ...) and the medians are compared.
 
@@ -81,7 +81,7 @@ def build(args: argparse.Namespace, dtype: torch.dtype):
 
     from effivmt.data.samplers import AllFrames, UniformStride
     from effivmt.lora import HeadGroupLoraConfig, add_head_group_adapter
-    from effivmt.modules.temporal import TemporalLoRAModule
+    from effivmt.vmt.temporal import TemporalLoRAModule
 
     config = {
         **WAN_1_3B,

@@ -1,4 +1,4 @@
-"""Atomic writes and the run manifest: nothing half-written is ever left under a final name."""
+"""Paths and atomic writes: recipe paths as `pathlib.Path`, and nothing half-written ever left under a final name."""
 
 from __future__ import annotations
 
@@ -10,7 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from jsonargparse.typing import path_type
+
 from effivmt.errors import EffivmtError
+
+#: A path that need not exist yet; given in a recipe it is relative to the recipe file, on the CLI to the cwd.
+AnyPath = path_type("")
+
+
+def as_path(value: str | os.PathLike | None) -> Path | None:
+    """jsonargparse path (resolved against the recipe's folder) or plain str -> ``pathlib.Path``."""
+    if value is None:
+        return None
+    return Path(getattr(value, "absolute", value))
 
 
 @contextlib.contextmanager

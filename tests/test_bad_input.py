@@ -157,7 +157,7 @@ def test_resolution_not_a_multiple_of_16_is_cropped_and_said(tmp_path, recipe, c
 
 def test_size_not_a_multiple_of_16_is_refused_with_the_nearest(tmp_path, recipe, capsys):
     err = fails(capsys, ["run", str(recipe), "--out", str(tmp_path / "out"), "--video.height", "40"])
-    assert err == "effivmt: error: video.height must be a positive multiple of 16, got 40 (try 32 or 48)"
+    assert err == "effivmt: error: video.height must be a positive multiple of 16, got 40 (use 32 or 48)"
 
 
 def test_unknown_recipe_key_suggests_the_nearest(tmp_path, recipe, capsys):
@@ -230,7 +230,8 @@ def test_adapter_whose_shapes_do_not_fit(tmp_path, capsys):
         (
             "--video.num_frames",
             "10",
-            "video.num_frames must be 1 + 4k (e.g. 17, 49, 81), got 10 (Wan's VAE packs 4 frames per latent)",
+            "video.num_frames must be 1 + 4k (e.g. 17, 49, 81), got 10 "
+            "(nearest are 9 and 13: Wan's VAE packs 4 frames per latent)",
         ),
     ],
     ids=["rank", "alpha", "frames"],
@@ -286,12 +287,12 @@ def test_disk_full_while_writing_leaves_no_partial_file(tmp_path, recipe, capsys
 
 def test_disk_full_outside_our_writers_is_one_line(tmp_path, recipe, monkeypatch, capsys):
     """A library that writes directly (TensorBoard, torch) and hits ENOSPC still gives one line, exit code 2."""
-    import effivmt.training
+    import effivmt.vmt.run
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "events.out.tfevents"))
 
-    monkeypatch.setattr(effivmt.training, "run_stages", full)
+    monkeypatch.setattr(effivmt.vmt.run, "_head_scores", full)
     err = fails(capsys, ["run", str(recipe), "--out", str(tmp_path / "out")])
     assert err == (
         f"effivmt: error: No space left on device: {tmp_path / 'events.out.tfevents'} "

@@ -10,7 +10,7 @@ import pytest
 from helpers import SAMPLE_CLIP, write_heads_recipe
 
 from effivmt import cli
-from effivmt.batch import is_finished, parse_shard, read_manifest
+from effivmt.vmt.many_clips import is_finished, parse_shard, read_manifest
 
 CLIP = SAMPLE_CLIP
 

@@ -1,7 +1,7 @@
 """Two CPU processes (gloo) train the temporal stage through Lightning's DDP and end with the same adapter.
 
 Lightning's ``strategy="ddp"`` starts rank 1 by re-running the script, which does not suit a pytest process,
-so the training runs in a small standalone script (our real ``train_stage``/``make_trainer``) launched with
+so the training runs in a small standalone script (our real ``fit_stage``/``build_trainer``) launched with
 ``python script.py``; each rank writes its adapter tensors and the test compares them.
 """
 
@@ -26,15 +26,17 @@ SCRIPT = textwrap.dedent(
     import torch
     from safetensors.torch import save_file
 
-    from effivmt.args import TemporalArgs, TrainerArgs
+    from effivmt.training.args import TrainerArgs
+    from effivmt.vmt.plan import TemporalArgs
     from effivmt.backbone import load_wan
     from effivmt.data.cache import build_clip_cache
     from effivmt.data.samplers import UniformStride
     from effivmt.data.synthetic import moving_shapes
     from effivmt.lora import HeadGroupLoraConfig, adapter_state_dict, add_head_group_adapter
-    from effivmt.modules.temporal import TemporalLoRAModule
-    from effivmt.strategies import global_rank
-    from effivmt.training import train_stage
+    from effivmt.vmt.temporal import TemporalLoRAModule
+    from effivmt.training.strategies import global_rank
+    from effivmt.data.cache import ClipDataModule
+    from effivmt.training.trainer import fit_stage
 
     out = Path(sys.argv[1])
     torch.set_num_threads(1)
@@ -51,7 +53,7 @@ SCRIPT = textwrap.dedent(
                                 optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
     stage = TemporalArgs(max_steps=3, checkpoint_every=2, log_every=1, sampler=sampler)
     trainer = TrainerArgs(accelerator="cpu", devices=2, strategy="ddp", progress_bar=False)
-    train_stage("temporal", module, cache, stage, trainer, out)
+    fit_stage("temporal", module, ClipDataModule(cache, stage.max_steps), stage, trainer, out)
     rank = global_rank()
     save_file(adapter_state_dict(transformer, "temporal"), str(out / f"rank{rank}.safetensors"))
     print(f"rank {rank} step {module.global_step} world {module.trainer.world_size}")
@@ -139,8 +141,8 @@ def test_effivmt_run_with_ddp_on_two_cpu_processes(tmp_path):
 
 @pytest.mark.parametrize("name", ["ddp", "auto", "ddp_spawn"])
 def test_lightning_strategy_names_pass_through(name):
-    from effivmt.args import TrainerArgs
-    from effivmt.strategies import build_strategy
+    from effivmt.training.args import TrainerArgs
+    from effivmt.training.strategies import build_strategy
 
     assert build_strategy(TrainerArgs(accelerator="cpu", devices=2, strategy=name)) == name
 
@@ -150,8 +152,8 @@ def test_fsdp_wraps_one_unit_per_wan_block():
     from diffusers.models.transformers.transformer_wan import WanTransformerBlock
     from lightning.pytorch.strategies import FSDPStrategy
 
-    from effivmt.args import TrainerArgs
-    from effivmt.strategies import build_strategy
+    from effivmt.training.args import TrainerArgs
+    from effivmt.training.strategies import build_strategy
 
     strategy = build_strategy(TrainerArgs(accelerator="gpu", devices=1, strategy="fsdp", precision="bf16-mixed"))
     assert isinstance(strategy, FSDPStrategy)
@@ -171,9 +173,9 @@ def test_fsdp_wraps_one_unit_per_wan_block():
 def test_strategies_that_cannot_work_are_refused_up_front(args, match):
     import importlib.util
 
-    from effivmt.args import TrainerArgs
     from effivmt.errors import ConfigError
-    from effivmt.strategies import build_strategy
+    from effivmt.training.args import TrainerArgs
+    from effivmt.training.strategies import build_strategy
 
     if "deepspeed" in args["strategy"] and importlib.util.find_spec("deepspeed") is not None:
         pytest.skip("deepspeed is installed here")

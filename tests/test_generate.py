@@ -4,8 +4,8 @@ import pytest
 
 from effivmt import cli
 from effivmt.data.video import read_video
-from effivmt.generate import sample_name
 from effivmt.lora import HeadGroupLoraConfig, adapter_weights, add_head_group_adapter, export_lora
+from effivmt.vmt.generate import sample_name
 
 LABELS = [["spatial", "temporal", "spatial", "temporal"], ["temporal", "spatial", "temporal", "spatial"]]
 

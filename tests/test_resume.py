@@ -103,7 +103,7 @@ def test_sigkill_mid_stage_then_rerun_gives_the_same_adapters(tmp_path, caplog):
 
 def test_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     """The 6th loss is NaN: the stage stops before its backward, so step 4's checkpoint is the last one."""
-    import effivmt.modules.spatial as spatial_module
+    import effivmt.vmt.spatial as spatial_module
 
     real, calls = spatial_module.denoising_loss, []
 
@@ -153,7 +153,7 @@ def test_diverging_weights_are_caught_before_they_are_checkpointed(tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from effivmt.errors import EffivmtError
-    from effivmt.strategies import FiniteGuard
+    from effivmt.training.strategies import FiniteGuard
 
     class Tiny(L.LightningModule):
         def __init__(self) -> None:
@@ -186,7 +186,7 @@ def test_diverging_weights_are_caught_before_they_are_checkpointed(tmp_path):
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     """A failed rename (a full disk) leaves neither a partial ``last.ckpt`` nor a temporary file."""
     from effivmt.errors import EffivmtError
-    from effivmt.strategies import AtomicCheckpointIO
+    from effivmt.training.strategies import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     target = tmp_path / "ckpt" / "last.ckpt"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from effivmt.attention.rope import adaptive_frame_positions
+from effivmt.data.video import check_frame_count
 from effivmt.errors import ConfigError
 
 
@@ -21,14 +23,25 @@ def latent_frames(num_frames: int) -> int:
 class FrameSampler:
     """Chooses latent frame indices out of ``total`` for one training step (base of all samplers)."""
 
+    #: Whether the frames are spread evenly over the whole clip, as adaptive RoPE positions assume.
+    fits_adaptive: bool = False
+
     def sample(self, total: int, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
+
+    def sample_positions(self, total: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(indices, positions)``: the frames and their real-valued temporal positions (float64).
+
+        The base gives each frame its own index; samplers that fit adaptive RoPE return the adaptive positions
+        (DESIGN.md, "Sparse sampling + adaptive RoPE") of the frames they actually drew.
+        """
+        indices = self.sample(total, generator)
+        return indices, indices.to(torch.float64)
 
 
 class _Sized(FrameSampler):
     def __init__(self, num_frames: int = 17) -> None:
-        if num_frames < 1 or (num_frames - 1) % 4:
-            raise ConfigError(f"sampler num_frames must be 1 + 4k (e.g. 17), got {num_frames}")
+        check_frame_count(num_frames, "sampler num_frames")
         self.num_frames = num_frames
 
     def count(self, total: int) -> int:
@@ -42,16 +55,26 @@ class _Sized(FrameSampler):
 
 
 class UniformStride(_Sized):
-    """``num_frames`` video frames spread evenly over the clip, with a random phase (the paper's 17 of 81)."""
+    """``num_frames`` video frames spread evenly over the clip, with a random phase (the paper's 17 of 81).
+
+    The latent frames sit at the adaptive positions ``p_i = F/2 + (F/F_samp)(i - F_samp/2)`` shifted by one
+    random phase ``phi`` in ``[0, F/F_samp - 1]`` (so ``p_i + phi`` stays within ``0..F-1``), and each frame is
+    the nearest one, ``round(p_i + phi)``. RoPE sees ``p_i + phi``: within half a frame of the frame drawn, and
+    the same attention as ``p_i`` itself, because rotary attention depends only on position differences.
+    """
+
+    fits_adaptive = True
+
+    def sample_positions(self, total: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.count(total)
+        positions = adaptive_frame_positions(total, n).to(torch.float64)
+        phase = torch.rand((), generator=generator, dtype=torch.float64) * (total / n - 1)  # stride F/n >= 1
+        positions = positions + phase
+        # F/n >= 1 apart, so rounding keeps them distinct; the clamp only guards float error at the last frame
+        return positions.round().clamp(0, total - 1).long(), positions
 
     def sample(self, total: int, generator: torch.Generator) -> torch.Tensor:
-        n = self.count(total)
-        if n == 1:
-            return torch.randint(total, (1,), generator=generator)
-        stride = (total - 1) / (n - 1)
-        base = torch.arange(n, dtype=torch.float64) * stride
-        jitter = (torch.rand((), generator=generator, dtype=torch.float64) - 0.5) * (stride - 1)
-        return (base + jitter).round().clamp(0, total - 1).long().unique()
+        return self.sample_positions(total, generator)[0]
 
 
 class RandomWindow(_Sized):
@@ -77,6 +100,8 @@ class RandomStride(_Sized):
 
 class AllFrames(FrameSampler):
     """Every latent frame (full-frame training, for comparison with sparse sampling)."""
+
+    fits_adaptive = True  # F_samp = F: the adaptive positions are 0..F-1 exactly
 
     def sample(self, total: int, generator: torch.Generator) -> torch.Tensor:
         return torch.arange(total)

@@ -155,16 +155,23 @@ def valid_frame_count(n: int) -> int:
     return 1 + 4 * ((n - 1) // 4)
 
 
-def check_frame_count(n: int) -> int:
+def check_frame_count(n: int, name: str = "frames") -> int:
     """Return ``n`` if it is ``1 + 4k`` (17, 49, 81, ...), else raise :class:`ConfigError` naming the nearest ones.
 
     Wan's VAE maps ``1 + 4k`` frames to ``1 + k`` latent frames; any other count is silently
-    truncated by the VAE, so we refuse it up front.
+    truncated by the VAE, so we refuse it up front. This is the one place the rule is spelled: recipes
+    (``video.num_frames``, ``generate.num_frames``, OmniTransfer's ``data.num_frames``) and :func:`load_clip` call it.
+
+    Args:
+        n: the frame count.
+        name: the recipe key or argument, for the message.
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 or (n - 1) % 4:
         below = valid_frame_count(int(n)) if n >= 1 else None
         hint = f"nearest are {below} and {below + 4}" if below else "use 1 or more"
-        raise ConfigError(f"frames must be 1 + 4k (e.g. 17, 49, 81), got {n}", hint)
+        raise ConfigError(
+            f"{name} must be 1 + 4k (e.g. 17, 49, 81), got {n}", f"{hint}: Wan's VAE packs 4 frames per latent"
+        )
     return n
 
 
@@ -200,12 +207,17 @@ def fit_frame_count(frames: torch.Tensor, num_frames: int, mode: FrameMode = "fi
     raise ConfigError(f"unknown frame_mode {mode!r}", "use 'first' or 'uniform'")
 
 
-def _check_multiple_of_16(name: str, value: int) -> None:
-    """Wan patches 8x-downsampled latents in 2x2 tiles, so pixel sizes must be multiples of 16."""
+def check_multiple_of_16(name: str, value: int) -> int:
+    """Return ``value`` if it is a positive multiple of 16, else raise :class:`ConfigError` naming the nearest ones.
+
+    Wan patches 8x-downsampled latents in 2x2 tiles, so pixel sizes must be multiples of 16. The one place the
+    rule is spelled (recipes, :func:`load_clip`, :func:`resize_center_crop`).
+    """
     if value < 16 or value % 16:
-        low, high = max(16, value // 16 * 16), (value + 15) // 16 * 16
+        low, high = max(16, value // 16 * 16), max(16, (value + 15) // 16 * 16)
         hint = f"use {low}" if low == high else f"use {low} or {high}"
-        raise ConfigError(f"{name} must be a multiple of 16, got {value}", hint)
+        raise ConfigError(f"{name} must be a positive multiple of 16, got {value}", hint)
+    return value
 
 
 def _check_frames(frames: torch.Tensor) -> None:
@@ -266,8 +278,8 @@ def resize_center_crop(frames: torch.Tensor, height: int, width: int) -> torch.T
     Raises:
         ConfigError: ``height`` or ``width`` is not a positive multiple of 16 (the hint names the nearest ones).
     """
-    _check_multiple_of_16("height", height)
-    _check_multiple_of_16("width", width)
+    check_multiple_of_16("height", height)
+    check_multiple_of_16("width", width)
     _check_frames(frames)
     return _resize_center_crop(frames, height, width)
 
@@ -363,7 +375,7 @@ def load_clip(
         check_frame_count(num_frames)
     for name, value in (("height", height), ("width", width)):
         if value is not None:
-            _check_multiple_of_16(name, value)
+            check_multiple_of_16(name, value)
     if fps is not None and fps <= 0:
         raise ConfigError(f"fps must be positive, got {fps}", "pass fps=None to keep the clip's own rate")
     frames, src_fps = read_video(path)

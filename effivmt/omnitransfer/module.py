@@ -22,11 +22,11 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 
-from effivmt.modules.flow import add_noise, denoising_loss, sample_sigmas, timesteps_from_sigmas, velocity_target
 from effivmt.omnitransfer.checkpoint import load_weights, parameter_groups, set_stage_trainable, weights_state
 from effivmt.omnitransfer.pipeline import OmniTransferPipeline
 from effivmt.omnitransfer.reference import encode_video, target_input
 from effivmt.omnitransfer.tasks import TaskConfig
+from effivmt.training.flow import add_noise, denoising_loss, sample_sigmas, timesteps_from_sigmas, velocity_target
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
@@ -116,7 +116,10 @@ class OmniTransferModule(L.LightningModule):
             self.model.aligner.add_lora(*self.lora)
         if self.gradient_checkpointing:
             self.model.transformer.enable_gradient_checkpointing()
-        set_stage_trainable(self.model, self.stage)
+        for param in set_stage_trainable(self.model, self.stage):
+            # trainable weights stay fp32 beside a bf16 base (mixed precision): a bf16 weight at lr 1e-5 would
+            # round most updates away; bf16-mixed autocast runs the matmuls in bf16 all the same
+            param.data = param.data.float()
 
     def on_fit_start(self) -> None:
         self.pipe.to(self.device)

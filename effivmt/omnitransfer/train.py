@@ -3,7 +3,9 @@
 A recipe's top-level keys are :func:`train`'s parameters. Stages run in the order given; each writes
 ``OUT/stage{k}/omnitransfer.safetensors`` when it finishes and starts from the previous stage's file, so the
 three stage recipes share one ``out`` folder and chain (stage 2 picks up ``OUT/stage1/...``). A finished stage
-is skipped; an interrupted one resumes from ``OUT/checkpoints/stage{k}/last.ckpt``.
+is skipped; an interrupted one resumes from ``OUT/checkpoints/stage{k}/last.ckpt``. The stages run through the
+same trainer builder as EffiVMT's (:func:`effivmt.training.trainer.fit_stage`) with the same
+:class:`~effivmt.training.args.StageArgs` and :class:`~effivmt.training.args.TrainerArgs`, and record ``run.json``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from pathlib import Path
 
 import torch
 
-from effivmt.args import AnyPath
+from effivmt.data.video import check_frame_count, check_multiple_of_16
 from effivmt.errors import ConfigError
+from effivmt.io import AnyPath
 from effivmt.omnitransfer.checkpoint import WEIGHTS_NAME, save_weights
 from effivmt.omnitransfer.tasks import TaskConfig
+from effivmt.training.args import StageArgs, TrainerArgs
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +48,6 @@ class OmniModelArgs:
     """MLLM LoRA alpha."""
     tasks: TaskConfig = field(default_factory=TaskConfig)
     """Task flags, positional-bias axes, templates and queries per task."""
-    gradient_checkpointing: bool = True
-    """Recompute the target branch's blocks in the backward pass (needed for 81 frames on 14B)."""
 
 
 @dataclass
@@ -61,28 +63,19 @@ class PairedDataArgs:
     batch_size: int = 1
     num_workers: int = 2
 
-
-@dataclass
-class StageArgs:
-    """Length and optimiser of one stage (paper: 10K / 2K / 5K steps at lr 1e-5)."""
-
-    max_steps: int = 1000
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    checkpoint_every: int = 500
-    """Save ``last.ckpt`` every this many steps (resume point)."""
+    def __post_init__(self) -> None:
+        check_frame_count(self.num_frames, "data.num_frames")
+        check_multiple_of_16("data.height", self.height)
+        check_multiple_of_16("data.width", self.width)
 
 
-@dataclass
-class TrainerArgs:
-    """Lightning Trainer settings shared by all stages."""
-
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    strategy: str = "auto"
-    precision: str = "32-true"
-    accumulate_grad_batches: int = 1
-    log_every_n_steps: int = 10
+def paper_stage(max_steps: int) -> StageArgs:
+    """A stage at the paper's optimiser: AdamW, lr 1e-5, no weight decay (10K / 2K / 5K steps)."""
+    return StageArgs(
+        max_steps=max_steps,
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-5, weight_decay=0.0),
+        checkpoint_every=500,
+    )
 
 
 def train(
@@ -104,10 +97,10 @@ def train(
         data: the paired manifest and clip shape.
         model: backbone, MLLM and LoRA settings.
         stages: stages to run, in order (default ``[1, 2, 3]``).
-        stage1: steps/lr of stage 1 (paper: 10K steps).
-        stage2: steps/lr of stage 2 (paper: 2K steps).
-        stage3: steps/lr of stage 3 (paper: 5K steps).
-        trainer: Lightning Trainer settings.
+        stage1: steps, optimizer, checkpoints of stage 1 (paper: 10K steps, AdamW lr 1e-5).
+        stage2: the same for stage 2 (paper: 2K steps).
+        stage3: the same for stage 3 (paper: 5K steps).
+        trainer: Lightning settings (devices, strategy, precision, gradient checkpointing), as for ``effivmt run``.
         init_from: weights to start the first listed stage from (default: the previous stage's file in ``out``).
         seed: seed of the tiny models, data order and noise.
 
@@ -115,20 +108,36 @@ def train(
         The weights file of the last stage run (the ``--checkpoint`` of ``effivmt transfer``).
     """
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     from effivmt.omnitransfer.data import PairedVideoDataModule
     from effivmt.omnitransfer.module import OmniTransferModule
-    from effivmt.strategies import FiniteGuard, checkpoint_plugins
+    from effivmt.training.record import RunRecord, plain_json
+    from effivmt.training.trainer import check_trainer, fit_stage
 
     model = model or OmniModelArgs()
     stages = stages or [1, 2, 3]
-    per_stage = {1: stage1 or StageArgs(10_000), 2: stage2 or StageArgs(2_000), 3: stage3 or StageArgs(5_000)}
-    trainer = trainer or TrainerArgs()
+    per_stage = {1: stage1 or paper_stage(10_000), 2: stage2 or paper_stage(2_000), 3: stage3 or paper_stage(5_000)}
+    # the default trainer matches the model: a bf16 base trains under bf16 autocast over fp32 trained weights
+    trainer = trainer or TrainerArgs(precision="32-true" if model.dtype == "fp32" else "bf16-mixed")
     if any(s not in per_stage for s in stages):
         raise ConfigError(f"unknown stage in {stages}", "stages are 1 (DiT), 2 (connector), 3 (joint)")
+    check_trainer(trainer)
+    if model.dtype != "fp32" and "mixed" not in str(trainer.precision) and str(trainer.precision) not in ("bf16", "16"):
+        raise ConfigError(
+            f"model.dtype={model.dtype} with trainer.precision={trainer.precision}: the trained blocks stay fp32 "
+            "beside the half-precision base, which needs autocast",
+            "use trainer.precision=bf16-mixed",
+        )
+    probe = torch.nn.Parameter(torch.zeros(1))
+    for stage in stages:
+        try:  # a bad learning rate fails now, before any stage writes
+            per_stage[stage].optimizer([probe])
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"stage{stage}.optimizer cannot be built: {err}", f"fix stage{stage}.optimizer") from None
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"data": data, "model": model, "stages": stages, "trainer": trainer, "seed": seed}
+    record = RunRecord(out, plain_json({**config, **{f"stage{k}": per_stage[k] for k in stages}}))
     previous = init_from
     for stage in stages:
         final = out / f"stage{stage}" / WEIGHTS_NAME
@@ -152,46 +161,28 @@ def train(
             lora_alpha=model.lora_alpha,
             seed=seed,
             dtype=model.dtype,
-            gradient_checkpointing=model.gradient_checkpointing,
-            optimizer=functools.partial(torch.optim.AdamW, lr=args.lr, weight_decay=args.weight_decay),
+            gradient_checkpointing=trainer.gradient_checkpointing,
+            optimizer=args.optimizer,
         )
         datamodule = PairedVideoDataModule(
             data.manifest, data.num_frames, data.height, data.width, data.fps, data.batch_size, data.num_workers
         )
-        ckpt_dir = out / "checkpoints" / f"stage{stage}"
-        last = ckpt_dir / "last.ckpt"
-        fit = L.Trainer(
-            max_steps=args.max_steps,
-            accelerator=trainer.accelerator,
-            devices=trainer.devices,
-            strategy=trainer.strategy,
-            precision=trainer.precision,
-            accumulate_grad_batches=trainer.accumulate_grad_batches,
-            log_every_n_steps=trainer.log_every_n_steps,
-            default_root_dir=out,
-            logger=TensorBoardLogger(out / "logs", name=f"stage{stage}"),
-            plugins=checkpoint_plugins(trainer.strategy),
-            callbacks=[
-                FiniteGuard(f"stage{stage}", ckpt_dir, lr_key=f"stage{stage}.lr"),
-                ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=args.checkpoint_every),
-            ],
-            num_sanity_val_steps=0,
-            enable_model_summary=False,
-            enable_progress_bar=False,
-        )
-        fit.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
-        meta = {
-            "stage": stage,
-            "lora_rank": model.lora_rank,
-            "lora_alpha": model.lora_alpha,
-            "tasks": dataclasses.asdict(model.tasks),
-            "num_reference_frames": model.num_reference_frames,
-            "mllm_image_size": model.mllm_image_size,
-            "num_frames": data.num_frames,
-            "size": [data.height, data.width],
-            "steps": fit.global_step,
-            "loss": float(fit.callback_metrics.get("train/loss", float("nan"))),
-        }
-        previous = save_weights(module.model, final, meta)
+        name = f"stage{stage}"
+        with record.stage(name):
+            fit = fit_stage(name, module, datamodule, args, trainer, out, lr_key=f"{name}.optimizer.init_args.lr")
+            meta = {
+                "stage": stage,
+                "lora_rank": model.lora_rank,
+                "lora_alpha": model.lora_alpha,
+                "tasks": dataclasses.asdict(model.tasks),
+                "num_reference_frames": model.num_reference_frames,
+                "mllm_image_size": model.mllm_image_size,
+                "num_frames": data.num_frames,
+                "size": [data.height, data.width],
+                "steps": fit.global_step,
+                "loss": float(fit.callback_metrics.get("train/loss", float("nan"))),
+            }
+            previous = save_weights(module.model, final, meta)
+        record.record(name, path=str(final), steps=fit.global_step)
         log.info("stage %d done: %s", stage, final)
     return previous

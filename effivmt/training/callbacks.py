@@ -13,7 +13,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from effivmt.modules.flow import add_noise
+from effivmt.training.flow import add_noise
 
 
 def frame_strip(frames: np.ndarray | torch.Tensor, max_frames: int = 8) -> np.ndarray:

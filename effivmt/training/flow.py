@@ -57,3 +57,15 @@ def motion_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> 
 def denoising_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error between predicted and true velocity (float32)."""
     return F.mse_loss(pred.float(), target.float())
+
+
+__all__ = [
+    "add_noise",
+    "denoising_loss",
+    "frame_differences",
+    "motion_loss",
+    "sample_sigmas",
+    "shift_sigmas",
+    "timesteps_from_sigmas",
+    "velocity_target",
+]

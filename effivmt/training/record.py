@@ -1,14 +1,21 @@
-"""``run.json``: resolved config, library versions, and per-stage wall time and peak memory."""
+"""``run.json``: the resolved recipe, library versions, and per-stage status, wall time and peak memory.
+
+Both methods keep one per run folder. Only global rank 0 writes it: with ``strategy: ddp`` Lightning starts
+ranks > 0 by re-running the command, and under SLURM every rank runs it from the start; one writer keeps the file
+consistent, and the other ranks keep their copy in memory.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
+import functools
+import json
 import platform
 import resource
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import asdict, is_dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,9 +23,30 @@ from typing import Any
 import torch
 
 from effivmt.io import write_json_atomic
+from effivmt.training.strategies import is_global_zero
 
-#: The resolved recipe (YAML text) of the running command, set by the CLI; ``None`` when called from Python.
-RESOLVED_CONFIG: contextvars.ContextVar[str | None] = contextvars.ContextVar("effivmt_resolved_config", default=None)
+
+def plain_json(value: Any) -> Any:
+    """A JSON-friendly picture of arguments: dataclasses as dicts, optimizers and samplers as ``class_path``."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: plain_json(v) for k, v in asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_json(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, functools.partial):
+        return {"class_path": _qualname(value.func), "init_args": plain_json(dict(value.keywords))}
+    if callable(value) and hasattr(value, "__qualname__"):
+        return _qualname(value)
+    return {"class_path": _qualname(type(value)), "init_args": plain_json(dict(getattr(value, "__dict__", {})))}
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
 def versions() -> dict[str, str]:
@@ -41,13 +69,11 @@ def peak_memory_mb() -> dict[str, float]:
     return out
 
 
-class RunManifest:
-    """Reads and updates ``run.json`` in a run folder; every update is an atomic rewrite."""
+class RunRecord:
+    """Reads and updates ``run.json`` in a run folder; every update is an atomic rewrite (by rank 0 only)."""
 
     def __init__(self, out: Path, config: Any = None) -> None:
         self.path = Path(out) / "run.json"
-        import json
-
         self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.data.setdefault("stages", {})
         if config is not None:
@@ -57,12 +83,15 @@ class RunManifest:
         self.save()
 
     def save(self) -> None:
-        write_json_atomic(self.path, self.data)
+        if is_global_zero():
+            write_json_atomic(self.path, self.data)
 
     def done(self, stage: str) -> bool:
+        """Whether ``stage`` finished in this folder (status ``done``)."""
         return self.data["stages"].get(stage, {}).get("status") == "done"
 
     def record(self, stage: str, **fields: Any) -> None:
+        """Merge ``fields`` into ``stages.<stage>`` and save."""
         self.data["stages"].setdefault(stage, {}).update(fields)
         self.save()
 
@@ -79,3 +108,6 @@ class RunManifest:
             self.record(name, status="failed", wall_s=round(time.perf_counter() - start, 2), **peak_memory_mb())
             raise
         self.record(name, status="done", wall_s=round(time.perf_counter() - start, 2), **peak_memory_mb())
+
+
+__all__ = ["RunRecord", "peak_memory_mb", "plain_json", "versions"]

@@ -20,10 +20,9 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.utilities import rank_zero_only
 
-from effivmt.args import TrainerArgs
 from effivmt.errors import ConfigError, EffivmtError
 from effivmt.io import atomic_path
-from effivmt.manifest import RunManifest
+from effivmt.training.args import TrainerArgs
 
 
 def global_rank() -> int:
@@ -34,18 +33,6 @@ def global_rank() -> int:
 def is_global_zero() -> bool:
     """Whether this process writes the run's files; the other ranks of a multi-process stage only train."""
     return global_rank() == 0
-
-
-class RankZeroManifest(RunManifest):
-    """``run.json`` written by rank 0 only; other ranks of a multi-process stage keep their copy in memory.
-
-    With ``strategy: ddp`` Lightning starts ranks > 0 by re-running the command, and under SLURM every rank runs
-    it from the start; one writer keeps the file consistent.
-    """
-
-    def save(self) -> None:
-        if is_global_zero():
-            super().save()
 
 
 def available_strategies() -> list[str]:
@@ -199,7 +186,6 @@ __all__ = [
     "SHARDED_PARAMS",
     "AtomicCheckpointIO",
     "FiniteGuard",
-    "RankZeroManifest",
     "available_strategies",
     "build_strategy",
     "checkpoint_plugins",

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from effivmt.args import AnyPath, GenerateArgs, ModelArgs, as_path
 from effivmt.errors import ConfigError
+from effivmt.io import AnyPath, as_path
+from effivmt.vmt.plan import GenerateArgs, ModelArgs
 
 log = logging.getLogger("effivmt")
 

@@ -3,13 +3,16 @@
 The clip is encoded once, noised at a few timesteps, and run through the transformer with
 :func:`~effivmt.attention.capture_scores` active; the chunked template scores (DESIGN.md, "Head
 classification") are averaged over timesteps and prompts, then thresholded with ``alpha``.
-:class:`HeadClassifier` is the same computation as a Lightning predict loop (progress bar, devices).
+:class:`HeadClassifier` is the same computation as a Lightning predict loop (progress bar, devices), and
+:func:`classify_clip` is the run's stage 1: scores, then ``heads.json``, ``heads.png`` and the TensorBoard map.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -18,7 +21,10 @@ from effivmt.attention import capture_scores, classify_heads, install_processors
 from effivmt.attention.scores import Rule, ScoreCapture
 from effivmt.backbone.encode import encode_prompts, encode_video
 from effivmt.backbone.wan import WanComponents
-from effivmt.modules.flow import add_noise
+from effivmt.io import write_json_atomic
+from effivmt.training.flow import add_noise
+
+log = logging.getLogger("effivmt")
 
 #: Default noise levels (Wan timesteps): high noise, where layout and motion are decided, and mid noise.
 DEFAULT_TIMESTEPS = (950, 750, 500)
@@ -179,4 +185,60 @@ def score_heads(
     )
 
 
-__all__ = ["DEFAULT_TIMESTEPS", "HeadClassifier", "HeadScores", "encode_prompts", "encode_video", "score_heads"]
+def write_heads(out: Path, scores: HeadScores, clip: Path | None) -> None:
+    """``heads.json`` (atomically), ``heads.png`` and the head map in TensorBoard (``logs/heads``)."""
+    from effivmt.training.callbacks import log_image
+    from effivmt.viz import figure_to_array, head_map_figure, save_figure
+
+    write_json_atomic(out / "heads.json", scores.to_json(clip=None if clip is None else str(clip)))
+    figure = head_map_figure(scores.spatial, scores.temporal, scores.labels, scores.alpha, scores.rule)
+    save_figure(figure, out / "heads.png")
+    log_image(out / "logs", "heads", "heads/map", figure_to_array(figure))
+
+
+def classify_clip(
+    out: Path,
+    components: WanComponents,
+    frames: torch.Tensor,
+    clip_prompt: str,
+    args,
+    trainer: L.Trainer | None = None,
+    clip: Path | None = None,
+) -> HeadScores:
+    """Stage 1 of a run: :func:`score_heads` with the recipe's ``heads`` group, then :func:`write_heads`.
+
+    Args:
+        out: the run (or ``effivmt heads``) folder.
+        frames: the clip ``(3, F, H, W)`` in [-1, 1].
+        clip_prompt: the clip's caption; ``args.prompts`` are averaged in.
+        args: the recipe's :class:`~effivmt.vmt.plan.HeadsArgs`.
+        trainer: a predict trainer (progress bar, device).
+        clip: the clip's path, recorded in ``heads.json``.
+    """
+    scores = score_heads(
+        components,
+        frames,
+        [clip_prompt, *(args.prompts or [])],
+        args.timesteps,
+        args.alpha,
+        args.rule,
+        args.chunk_size,
+        args.num_queries,
+        trainer=trainer,
+    )
+    write_heads(out, scores, clip)
+    n_sp, n_t = scores.counts()
+    log.info(f"heads: {n_sp} spatial / {n_t} temporal (alpha {scores.alpha}, rule {scores.rule})")
+    return scores
+
+
+__all__ = [
+    "DEFAULT_TIMESTEPS",
+    "HeadClassifier",
+    "HeadScores",
+    "classify_clip",
+    "encode_prompts",
+    "encode_video",
+    "score_heads",
+    "write_heads",
+]

@@ -14,12 +14,8 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from effivmt.lora import set_trainable_adapter
-from effivmt.modules.flow import add_noise, sample_sigmas, timesteps_from_sigmas, velocity_target
-
-
-def default_optimizer(params) -> torch.optim.Optimizer:
-    """AdamW, lr 1e-4, weight decay 0.1 (the released EffiVMT defaults)."""
-    return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.1)
+from effivmt.training.args import default_optimizer
+from effivmt.training.flow import add_noise, sample_sigmas, timesteps_from_sigmas, velocity_target
 
 
 class WanLoraModule(L.LightningModule):

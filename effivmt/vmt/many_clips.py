@@ -1,6 +1,7 @@
 """Many clips, one recipe: ``effivmt run RECIPE --manifest clips.jsonl --out ROOT [--shard i/n]``.
 
-Each line of the manifest is one run of :func:`effivmt.run.run` into ``ROOT/<id>/``::
+The clip list ("manifest", a JSON-lines file) sits above the per-clip run: each line is one
+:func:`effivmt.vmt.run.run_clip` into ``ROOT/<id>/``::
 
     {"clip": "clips/car.mp4", "clip_prompt": "a car turns", "prompt": "a red bus turns", "id": "car",
      "overrides": {"temporal.max_steps": 500, "lora": {"rank": 64}}}
@@ -15,7 +16,6 @@ then exits with status 2. ``--shard i/n`` keeps the rows whose 0-based index ``%
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import re
@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from effivmt.errors import ConfigError, EffivmtError
+from effivmt.recipe import ParsedRecipe
+from effivmt.vmt.plan import RunPlan
+from effivmt.vmt.run import run_clip
 
 log = logging.getLogger("effivmt")
-
-#: The parsed ``run`` arguments of the current CLI call (set by :func:`effivmt.cli.main`): each row's
-#: overrides are parsed on top of them, so recipe-relative paths and CLI flags carry over to every row.
-RUN_NAMESPACE: contextvars.ContextVar[Any] = contextvars.ContextVar("effivmt_run_namespace", default=None)
 
 ROW_FIELDS = ("clip", "clip_prompt", "prompt", "id", "overrides")
 FAILURES = "failures.jsonl"
@@ -138,24 +137,25 @@ def _record_failure(root: Path, row: Row, reason: str, kind: str, shard: str | N
         f.write(json.dumps(entry) + "\n")
 
 
-def _row_config(parser, base, row: Row, root: Path):
-    """The row's ``run`` namespace: ``base`` + clip/prompts/out + its overrides, validated by the run parser."""
+def _row_recipe(base: ParsedRecipe, row: Row, root: Path) -> ParsedRecipe:
+    """The row's recipe: ``base`` + clip/prompts/out + its overrides, validated like the recipe itself."""
     values: dict[str, Any] = dict(row.fields.get("overrides") or {})
     for key in ("clip", "clip_prompt", "prompt"):
         if key in row.fields:
             values[key] = row.fields[key]
     values.update(out=str((root / row.id).absolute()), manifest=None, shard=None)
-    return parser.parse_object(values, namespace=base.clone())
+    return base.override(values)
 
 
-def run_manifest(manifest: Path, out: Path, shard: str | None = None, recipe: Path | None = None) -> Path:
+def run_clips(manifest: Path, out: Path, recipe: ParsedRecipe, shard: str | None = None) -> Path:
     """Run every row of ``manifest`` (of this ``shard``) into ``out/<id>/``; see the module docstring.
 
     Args:
-        manifest: the JSON-lines file.
+        manifest: the JSON-lines clip list.
         out: ROOT, the folder of the row folders and ``failures.jsonl``.
+        recipe: the base recipe (the CLI's parsed arguments, or :meth:`ParsedRecipe.from_file`); each row's
+            overrides are parsed on top of it, so recipe-relative paths and CLI flags carry over to every row.
         shard: ``"i/n"`` or ``None`` for all rows.
-        recipe: the base recipe when called from Python; the CLI passes its parsed arguments instead.
 
     Returns:
         ``out``.
@@ -163,21 +163,8 @@ def run_manifest(manifest: Path, out: Path, shard: str | None = None, recipe: Pa
     Raises:
         EffivmtError: after all rows ran, if any failed (the reasons are in ``out/failures.jsonl``).
     """
-    from effivmt.cli import command_parser, describe_parse_error
-    from effivmt.manifest import RESOLVED_CONFIG
-    from effivmt.run import STAGES, run
-
     index, count = parse_shard(shard)
     rows = [r for r in read_manifest(manifest) if r.index % count == index]
-    parser = command_parser("run")
-    base = RUN_NAMESPACE.get()
-    if base is None:
-        if recipe is None:
-            raise ConfigError(
-                "run(manifest=...) from Python needs a base recipe",
-                "call effivmt.batch.run_manifest(manifest, out, recipe=PATH), or use the CLI",
-            )
-        base = parser.parse_args(["--config", str(recipe)])
     done = skipped = 0
     failed: list[str] = []
     for n, row in enumerate(rows, 1):
@@ -185,21 +172,14 @@ def run_manifest(manifest: Path, out: Path, shard: str | None = None, recipe: Pa
         try:
             if row.error:
                 raise ConfigError(row.error)
-            try:
-                cfg = _row_config(parser, base, row, out)
-            except Exception as err:  # jsonargparse's ArgumentError: a bad override
-                raise ConfigError(describe_parse_error(str(err), parser, "run")) from err
-            kwargs = {k: v for k, v in parser.instantiate(cfg).items() if k not in ("config", "__path__")}
-            if is_finished(out / row.id, list(kwargs.get("stages") or STAGES)):
+            parsed = _row_recipe(recipe, row, out)
+            plan = RunPlan.from_arguments(**parsed.kwargs(), config=parsed.dump())
+            if is_finished(out / row.id, plan.stages):
                 skipped += 1
                 log.info(f"{tag}: finished earlier, skipped")
                 continue
             log.info(f"{tag}: {row.fields['clip']}")
-            token = RESOLVED_CONFIG.set(parser.dump(cfg))
-            try:
-                run(**kwargs)
-            finally:
-                RESOLVED_CONFIG.reset(token)
+            run_clip(plan)
             done += 1
         except KeyboardInterrupt:
             raise
@@ -222,4 +202,4 @@ def run_manifest(manifest: Path, out: Path, shard: str | None = None, recipe: Pa
     return out
 
 
-__all__ = ["FAILURES", "RUN_NAMESPACE", "Row", "is_finished", "parse_shard", "read_manifest", "run_manifest"]
+__all__ = ["FAILURES", "Row", "is_finished", "parse_shard", "read_manifest", "run_clips"]

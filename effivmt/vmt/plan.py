@@ -1,44 +1,37 @@
-"""Argument groups of the ``run`` recipe: one dataclass per concern, each field documented.
+"""The typed plan of an EffiVMT run: the recipe's argument groups and the :class:`RunPlan` they make.
 
-The YAML recipe's top-level keys are :func:`effivmt.run.run`'s parameters; these groups are its nested
-keys. Field docstrings become ``effivmt run --help``. ``__post_init__`` refuses out-of-range values with
-a message naming the key.
+The YAML recipe's top-level keys are :func:`effivmt.vmt.commands.run`'s parameters; the groups here are its
+nested keys, and field docstrings become ``effivmt run --help``. ``__post_init__`` refuses out-of-range values
+with a message naming the key; :meth:`RunPlan.check` refuses what needs several groups at once (an optimizer
+that cannot be built, positions that do not fit the sampler), all before anything is written.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-from jsonargparse.typing import path_type
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from typing import Any, Literal
 
 from effivmt.data.samplers import FrameSampler, UniformStride
+from effivmt.data.video import check_frame_count, check_multiple_of_16
 from effivmt.errors import ConfigError
-from effivmt.modules.base import default_optimizer
+from effivmt.io import AnyPath, as_path
+from effivmt.lora import HeadGroupLoraConfig
+from effivmt.training.args import StageArgs, TrainerArgs
+from effivmt.training.record import plain_json
 
-#: A path that need not exist yet; given in a recipe it is relative to the recipe file, on the CLI to the cwd.
-AnyPath = path_type("")
-
-
-def as_path(value: str | os.PathLike | None) -> Path | None:
-    """jsonargparse path (resolved against the recipe's folder) or plain str -> ``pathlib.Path``."""
-    if value is None:
-        return None
-    return Path(getattr(value, "absolute", value))
+Stage = Literal["heads", "spatial", "temporal", "export", "generate"]
+STAGES: tuple[str, ...] = ("heads", "spatial", "temporal", "export", "generate")
 
 
 def _check_frames(key: str, n: int | None) -> None:
-    if n is not None and (n < 1 or (n - 1) % 4):
-        raise ConfigError(f"{key} must be 1 + 4k (e.g. 17, 49, 81), got {n}", "Wan's VAE packs 4 frames per latent")
+    if n is not None:
+        check_frame_count(n, key)
 
 
 def _check_size(key: str, n: int | None) -> None:
-    if n is not None and (n <= 0 or n % 16):
-        lo, hi = max(16, n // 16 * 16), (n // 16 + 1) * 16
-        raise ConfigError(f"{key} must be a positive multiple of 16, got {n}", f"try {lo} or {hi}")
+    if n is not None:
+        check_multiple_of_16(key, n)
 
 
 @dataclass
@@ -105,34 +98,22 @@ class HeadsArgs:
 
 
 @dataclass
-class StageArgs:
-    """A LoRA training stage."""
+class LoraStageArgs(StageArgs):
+    """A head-group LoRA stage (spatial or temporal): a training stage plus its noise levels and probes."""
 
-    max_steps: int = 1500
-    """Optimizer steps."""
-    optimizer: OptimizerCallable = default_optimizer
-    """Optimizer (class_path/init_args); default AdamW lr 1e-4, weight decay 0.1."""
-    lr_scheduler: LRSchedulerCallable | None = None
-    """Optional learning-rate scheduler (class_path/init_args)."""
-    checkpoint_every: int = 100
-    """Save ``checkpoints/<stage>/last.ckpt`` every this many steps (resume point)."""
-    log_every: int = 10
-    """Log losses to TensorBoard every this many steps."""
     sample_every: int = 0
     """Log a strip of reconstructed frames to TensorBoard every this many steps (0: only at the end)."""
-    accumulate_grad_batches: int = 1
-    """Gradient accumulation."""
     shift: float = 3.0
     """Wan's timestep shift for sampling training noise levels."""
 
     def __post_init__(self) -> None:
-        for key in ("max_steps", "checkpoint_every", "log_every", "accumulate_grad_batches", "sample_every"):
-            if getattr(self, key) < 0 or (key not in ("max_steps", "sample_every") and getattr(self, key) == 0):
-                raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
+        super().__post_init__()
+        if self.sample_every < 0:
+            raise ConfigError(f"sample_every must be >= 0, got {self.sample_every}")
 
 
 @dataclass
-class TemporalArgs(StageArgs):
+class TemporalArgs(LoraStageArgs):
     """Stage 3: temporal LoRA on sparsely sampled frames, adaptive RoPE and the motion loss."""
 
     sampler: FrameSampler = field(default_factory=lambda: UniformStride(17))
@@ -182,20 +163,110 @@ class GenerateArgs:
 
 
 @dataclass
-class TrainerArgs:
-    """Lightning Trainer settings shared by the stages (precision, devices, strategy)."""
+class RunPlan:
+    """Everything one clip's run needs, resolved and typed: what the CLI (or a manifest row) hands down.
 
-    accelerator: str = "auto"
-    """cpu, gpu, auto ..."""
-    devices: int | str = "auto"
-    """Devices per node."""
-    num_nodes: int = 1
-    """Nodes (SLURM launches them)."""
-    strategy: str = "auto"
-    """auto, ddp, fsdp, deepspeed_stage_2, deepspeed_stage_3 ..."""
-    precision: str = "32-true"
-    """32-true, bf16-mixed, bf16-true ..."""
-    gradient_checkpointing: bool = False
-    """Recompute Wan blocks in the backward pass."""
-    progress_bar: bool = True
-    """Show Lightning's progress bar."""
+    :func:`effivmt.vmt.run.run_clip` takes it whole; nothing below reads a global or re-parses a recipe.
+    """
+
+    clip: Path | None
+    """The reference video."""
+    clip_prompt: str
+    """Caption of the reference clip (head scores and both training stages)."""
+    prompt: str
+    """The new appearance to render (the clip caption when none was given)."""
+    out: Path
+    """The run folder."""
+    model: ModelArgs = field(default_factory=ModelArgs)
+    video: VideoArgs = field(default_factory=VideoArgs)
+    heads: HeadsArgs = field(default_factory=HeadsArgs)
+    lora: HeadGroupLoraConfig = field(default_factory=HeadGroupLoraConfig)
+    spatial: LoraStageArgs = field(default_factory=LoraStageArgs)
+    temporal: TemporalArgs = field(default_factory=TemporalArgs)
+    generate: GenerateArgs = field(default_factory=GenerateArgs)
+    trainer: TrainerArgs = field(default_factory=TrainerArgs)
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    """The stages to run, in pipeline order."""
+    seed: int = 0
+    """Seed of the training randomness (frames, noise levels, noise)."""
+    config: Any = None
+    """The recipe as ``run.json`` records it (the CLI's resolved YAML; a snapshot of the groups otherwise)."""
+
+    @classmethod
+    def from_arguments(
+        cls,
+        clip: Any = None,
+        clip_prompt: str = "",
+        prompt: str | None = None,
+        out: Any = "runs/effivmt",
+        stages: list[str] | None = None,
+        config: Any = None,
+        **groups: Any,
+    ) -> RunPlan:
+        """The plan of ``effivmt run``'s arguments (``manifest``/``shard`` are the many-clips runner's, not a clip's).
+
+        Raises:
+            ConfigError: an unknown stage.
+        """
+        groups = {k: v for k, v in groups.items() if k not in ("manifest", "shard")}
+        selected = list(stages or STAGES)
+        unknown = sorted(set(selected) - set(STAGES))
+        if unknown:
+            raise ConfigError(f"unknown stage(s) {unknown}", f"choose from {list(STAGES)}")
+        plan = cls(
+            clip=as_path(clip),
+            clip_prompt=clip_prompt,
+            prompt=prompt or clip_prompt,
+            out=as_path(out),
+            stages=[s for s in STAGES if s in selected],
+            **groups,
+        )
+        plan.config = config if config is not None else plan.snapshot()
+        return plan
+
+    def snapshot(self) -> dict[str, Any]:
+        """The plan as plain JSON values (the recipe ``run.json`` records when no YAML was parsed)."""
+        return {k: plain_json(getattr(self, k)) for k in self.__dataclass_fields__ if k != "config"}
+
+    def check(self) -> None:
+        """Refuse, before anything is written, what needs more than one field to see (DESIGN "Refuse early").
+
+        Raises:
+            ConfigError: the first problem, naming its recipe key.
+        """
+        import torch
+
+        from effivmt.training.trainer import check_trainer
+
+        check_trainer(self.trainer)
+        if self.model.path is not None:
+            from effivmt.backbone.wan import check_wan_folder
+
+            check_wan_folder(as_path(self.model.path))
+        probe = torch.nn.Parameter(torch.zeros(1))
+        for name in ("spatial", "temporal"):
+            if name not in self.stages:
+                continue
+            stage = getattr(self, name)
+            try:  # e.g. AdamW(lr=-1e-3) raises ValueError: refuse it now, not after heads.json and the cache
+                stage.optimizer([probe])
+            except (ValueError, TypeError) as err:
+                hint = f"fix {name}.optimizer.init_args"
+                raise ConfigError(f"{name}.optimizer cannot be built: {err}", hint) from None
+        if "temporal" in self.stages:
+            from effivmt.vmt.temporal import check_positions
+
+            check_positions(self.temporal.sampler, self.temporal.position_mode)
+
+
+__all__ = [
+    "STAGES",
+    "GenerateArgs",
+    "HeadsArgs",
+    "LoraStageArgs",
+    "ModelArgs",
+    "RunPlan",
+    "Stage",
+    "TemporalArgs",
+    "VideoArgs",
+]

@@ -1,52 +1,31 @@
-"""The per-clip EffiVMT pipeline behind ``effivmt run`` and ``effivmt heads``.
+"""One clip's EffiVMT run: heads -> spatial LoRA -> temporal LoRA -> export -> generate, into one folder.
 
-Stages, in order: ``heads`` (classify every attention head) -> ``spatial`` (LoRA on spatial heads, single
-frames) -> ``temporal`` (LoRA on temporal heads, sparse frames, adaptive RoPE, motion loss) -> ``export``
--> ``generate``. Each stage's result is written under a temporary name and renamed when complete; a
+:func:`run_clip` takes a :class:`~effivmt.vmt.plan.RunPlan` and does everything for one clip; it calls down into
+stage 1 (:mod:`effivmt.vmt.heads`), the stage modules, the shared trainer (:mod:`effivmt.training`) and the
+LoRA formats, never up. Each stage's result is written under a temporary name and renamed when complete; a
 re-run skips finished stages and resumes an interrupted training stage from ``checkpoints/<stage>/last.ckpt``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Literal
 
-from effivmt.args import (
-    AnyPath,
-    GenerateArgs,
-    HeadsArgs,
-    ModelArgs,
-    StageArgs,
-    TemporalArgs,
-    TrainerArgs,
-    VideoArgs,
-    as_path,
-)
-from effivmt.errors import ConfigError, EffivmtError
-from effivmt.io import write_json_atomic
-from effivmt.lora import HeadGroupLoraConfig
-from effivmt.manifest import RESOLVED_CONFIG
+import torch
+
+from effivmt.errors import ConfigError
+from effivmt.vmt.plan import ModelArgs, RunPlan, TemporalArgs, VideoArgs
 
 log = logging.getLogger("effivmt")
 
-Stage = Literal["heads", "spatial", "temporal", "export", "generate"]
-STAGES: tuple[str, ...] = ("heads", "spatial", "temporal", "export", "generate")
 
-
-def _config_snapshot(**groups) -> dict | str:
-    resolved = RESOLVED_CONFIG.get()
-    if resolved is not None:
-        return resolved
-    return {k: (asdict(v) if is_dataclass(v) else v) for k, v in groups.items()}
-
-
+# ------------------------------------------------------------------------------------------------ inputs
 @contextlib.contextmanager
 def _native_stderr_to_log() -> Iterator[None]:
     """Hold what C libraries print straight to file descriptor 2 (FFmpeg's and decord's decoder complaints).
@@ -70,15 +49,18 @@ def _native_stderr_to_log() -> Iterator[None]:
                 log.debug(f"decoder: {text}")
 
 
-def _load_clip(clip, video: VideoArgs):
+def read_clip(clip: Path | None, video: VideoArgs):
+    """The clip as the recipe's ``video`` group asks: ``(frames (3, F, H, W) in [-1, 1], ClipInfo)``.
+
+    The one place a run, ``effivmt heads`` and a manifest row load their clip.
+    """
     from effivmt.data.video import load_clip
 
-    path = as_path(clip)
-    if path is None:
+    if clip is None:
         raise ConfigError("no clip given", "pass --clip PATH or set clip: in the recipe")
     with _native_stderr_to_log():
         frames, info = load_clip(
-            path,
+            clip,
             num_frames=video.num_frames,
             height=video.height,
             width=video.width,
@@ -91,24 +73,15 @@ def _load_clip(clip, video: VideoArgs):
     return frames, info
 
 
-def _check_model(model: ModelArgs) -> None:
-    """A folder that is not Wan fails before the clip is decoded and anything is written."""
-    from effivmt.backbone.wan import check_wan_folder
-
-    if model.path is not None:
-        check_wan_folder(as_path(model.path))
-
-
-def _load_inputs(clip, model: ModelArgs, video: VideoArgs):
+def load_model(model: ModelArgs):
+    """Wan's components from ``model.path`` (or the embedded default)."""
     from effivmt.backbone import load_wan
+    from effivmt.io import as_path
 
-    _check_model(model)
-    frames, info = _load_clip(clip, video)
-    components = load_wan(as_path(model.path), dtype=model.dtype, seed=model.seed)
-    return frames, info, components
+    return load_wan(as_path(model.path), dtype=model.dtype, seed=model.seed)
 
 
-def _check_sampler(temporal: TemporalArgs, frames, info) -> None:
+def _check_sampler(temporal: TemporalArgs, frames: torch.Tensor, info) -> None:
     """A sparse sample longer than the clip fails now, not after the heads and spatial stages."""
     from effivmt.data.samplers import latent_frames
 
@@ -121,177 +94,230 @@ def _check_sampler(temporal: TemporalArgs, frames, info) -> None:
         raise ConfigError(f"{info.path.name} gives {frames.shape[1]} frames: {err.message}", err.hint) from None
 
 
-def _write_heads(out: Path, scores, clip: Path) -> None:
-    from effivmt.callbacks import log_image
-    from effivmt.viz import figure_to_array, head_map_figure, save_figure
-
-    write_json_atomic(out / "heads.json", scores.to_json(clip=str(clip)))
-    figure = head_map_figure(scores.spatial, scores.temporal, scores.labels, scores.alpha, scores.rule)
-    save_figure(figure, out / "heads.png")
-    log_image(out / "logs", "heads", "heads/map", figure_to_array(figure))
+def _offload(components, device: str) -> None:
+    """Move the frozen VAE and text encoder (only needed for heads, caching and generation) to ``device``."""
+    for part in (components.vae, components.text_encoder):
+        part.to(device)
+    if device == "cpu" and torch.cuda.is_available():
+        torch.cuda.empty_cache()  # hand the freed blocks back before the transformer trains
 
 
-def _classify(out, frames, components, clip_prompt, heads_args: HeadsArgs, trainer_args: TrainerArgs, clip):
-    from effivmt.heads import score_heads
-    from effivmt.training import make_predict_trainer
+def _encode_device(accelerator: str) -> str:
+    """This process's GPU when the trainer uses one (``LOCAL_RANK``, or ``SLURM_LOCALID`` under srun), else the CPU."""
+    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', os.environ.get('SLURM_LOCALID', 0)))}"
+    return "cpu"
 
-    scores = score_heads(
-        components,
-        frames,
-        [clip_prompt, *(heads_args.prompts or [])],
-        heads_args.timesteps,
-        heads_args.alpha,
-        heads_args.rule,
-        heads_args.chunk_size,
-        heads_args.num_queries,
-        trainer=make_predict_trainer(trainer_args),
-    )
-    _write_heads(out, scores, clip)
-    n_sp, n_t = scores.counts()
-    log.info(f"heads: {n_sp} spatial / {n_t} temporal (alpha {scores.alpha}, rule {scores.rule})")
+
+# ------------------------------------------------------------------------------------------------ stages
+def _head_scores(plan: RunPlan, record, frames, components, device: str):
+    """Stage 1, or the labels of a finished one from ``heads.json``."""
+    from effivmt.training.trainer import predict_trainer
+    from effivmt.vmt.heads import HeadScores, classify_clip
+
+    heads_json = plan.out / "heads.json"
+    if heads_json.exists() and (record.done("heads") or "heads" not in plan.stages):
+        log.info("heads: reusing heads.json")
+        scores = HeadScores.from_json(json.loads(heads_json.read_text()))
+    else:
+        _offload(components, device)
+        with record.stage("heads"):
+            trainer = predict_trainer(plan.trainer)
+            scores = classify_clip(plan.out, components, frames, plan.clip_prompt, plan.heads, trainer, plan.clip)
+    n_spatial, n_temporal = scores.counts()
+    record.record("heads", spatial=n_spatial, temporal=n_temporal)
     return scores
 
 
-def classify(
-    clip: AnyPath,
-    clip_prompt: str = "",
-    out: str = "heads",
-    model: ModelArgs = ModelArgs(),
-    video: VideoArgs = VideoArgs(),
-    heads: HeadsArgs = HeadsArgs(),
-    trainer: TrainerArgs = TrainerArgs(),
-) -> Path:
-    """Classify the attention heads of Wan on a clip: writes OUT/heads.json and OUT/heads.png.
+def _clip_cache(out: Path, frames: torch.Tensor, components, clip_prompt: str, device: str):
+    """Latents and prompt embeddings, encoded once per clip and kept in ``cache/clip.safetensors``."""
+    from effivmt.data.cache import ClipCache, build_clip_cache
 
-    Args:
-        clip: the video whose motion you want (mp4, any length, fps, resolution).
-        clip_prompt: a caption of the clip; scores are averaged over it and ``heads.prompts``.
-        out: output folder.
-        model: which Wan to load.
-        video: frame count, size and fps the clip is brought to.
-        heads: alpha, rule, timesteps, chunking.
-        trainer: accelerator / precision for the forward passes.
+    path = out / "cache" / "clip.safetensors"
+    if path.exists():
+        return ClipCache.load(path)
+    _offload(components, device)
+    cache = build_clip_cache(components, frames, clip_prompt)
+    cache.save(path)
+    return cache
+
+
+def _train_adapter(plan: RunPlan, name: str, scores, cache, components) -> None:
+    """Add the ``name`` head-group adapter and fit it (the spatial or temporal stage)."""
+    from diffusers.training_utils import cast_training_params
+
+    from effivmt.backbone.encode import decode_latents
+    from effivmt.data.cache import ClipDataModule
+    from effivmt.lora import adapter_names, add_head_group_adapter
+    from effivmt.training.callbacks import SampleFramesLogger
+    from effivmt.training.trainer import fit_stage
+    from effivmt.vmt.spatial import SpatialLoRAModule
+    from effivmt.vmt.temporal import TemporalLoRAModule
+
+    settings = getattr(plan, name)
+    transformer = components.transformer
+    with torch.random.fork_rng(devices=[]):  # the same initial adapter in a resumed run and on every rank
+        torch.manual_seed(plan.seed + 1 + (name == "temporal"))
+        add_head_group_adapter(transformer, name, scores.labels, name, plan.lora)
+    cast_training_params(transformer, torch.float32)  # fp32 adapter weights under a bf16 base model
+    common = dict(
+        optimizer=settings.optimizer,
+        lr_scheduler=settings.lr_scheduler,
+        shift=settings.shift,
+        seed=plan.seed,
+        gradient_checkpointing=plan.trainer.gradient_checkpointing,
+        active_adapters=adapter_names(transformer),
+    )
+    if name == "spatial":
+        module = SpatialLoRAModule(transformer, **common)
+    else:
+        module = TemporalLoRAModule(
+            transformer,
+            sampler=settings.sampler,
+            motion_weight=settings.motion_weight,
+            position_mode=settings.position_mode,
+            **common,
+        )
+    if settings.max_steps > 0:
+        _offload(components, "cpu")
+        probe = SampleFramesLogger(
+            cache.video_latents, cache.prompt_embeds, lambda z: decode_latents(components, z), settings.sample_every
+        )
+        datamodule = ClipDataModule(cache, settings.max_steps * settings.accumulate_grad_batches)
+        fit_stage(name, module, datamodule, settings, plan.trainer, plan.out, [probe])
+
+
+def _adapters(plan: RunPlan, record, scores, cache, components) -> None:
+    """Stages 2 and 3: reuse an adapter folder that is there, train the selected ones that are not."""
+    from effivmt.lora import load_peft_adapter, save_peft_adapter
+    from effivmt.training.strategies import is_global_zero
+
+    transformer = components.transformer
+    counts = dict(zip(("spatial", "temporal"), scores.counts()))
+    for name in ("spatial", "temporal"):
+        folder = plan.out / "adapters" / name
+        if folder.exists():
+            load_peft_adapter(transformer, folder, name)
+            log.info(f"{name}: reusing {folder}")
+        elif name in plan.stages:
+            with record.stage(name):
+                if counts[name] == 0:
+                    log.warning(f"{name}: no {name} heads at alpha {scores.alpha}; stage skipped, no {name} adapter")
+                    continue
+                _train_adapter(plan, name, scores, cache, components)
+                if is_global_zero():  # other ranks hold the same weights; they only train
+                    save_peft_adapter(transformer, name, folder)
+
+
+def _export(plan: RunPlan, record, transformer) -> None:
+    """The run's adapters as one merged diffusers file at the generation scales (``adapters/pytorch_lora_...``)."""
+    from effivmt.lora import adapter_names, export_lora
+
+    trained = adapter_names(transformer)
+    merged = plan.out / "adapters" / "pytorch_lora_weights.safetensors"
+    if "export" in plan.stages and trained and not (record.done("export") and merged.exists()):
+        scales = {"spatial": plan.generate.scale_spatial, "temporal": plan.generate.scale_temporal}
+        with record.stage("export"):
+            chosen = {n: scales[n] for n in trained}
+            export_lora(plan.out, "diffusers", scales=chosen, merge=True, names=trained, out=merged)
+
+
+def _generate(plan: RunPlan, record, frames, components, device: str) -> None:
+    """Render the prompt with the trained adapters into ``samples/<prompt>-s<seed>.mp4``."""
+    from effivmt.data.video import write_video
+    from effivmt.training.callbacks import frame_strip, log_image
+    from effivmt.vmt.generate import sample_name, synthesize
+
+    target = plan.out / "samples" / sample_name(plan.prompt, plan.generate.seed)
+    if "generate" in plan.stages and not (record.done("generate") and target.exists()):
+        _offload(components, device)
+        with record.stage("generate"):
+            num_frames, height, width = frames.shape[1:]
+            video = synthesize(components, plan.prompt, plan.generate, num_frames, height, width, device=device)
+            write_video(target, video, fps=plan.generate.fps)
+        log_image(plan.out / "logs", "generate", "samples/generated", frame_strip(video))
+        record.record("generate", path=str(target))
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def _prepare(plan: RunPlan):
+    """Check the plan and read the clip; a bad input fails here, before anything is written into OUT.
+
+    Returns:
+        ``(frames, info)``.
     """
-    out_dir = as_path(out)
-    frames, _, components = _load_inputs(clip, model, video)
-    _classify(out_dir, frames, components, clip_prompt, heads, trainer, as_path(clip))
-    return out_dir / "heads.json"
+    plan.check()
+    frames, info = read_clip(plan.clip, plan.video)
+    if "temporal" in plan.stages:
+        _check_sampler(plan.temporal, frames, info)
+    return frames, info
 
 
-def run(
-    clip: AnyPath | None = None,
-    clip_prompt: str = "",
-    prompt: str | None = None,
-    out: str = "runs/effivmt",
-    model: ModelArgs = ModelArgs(),
-    video: VideoArgs = VideoArgs(),
-    heads: HeadsArgs = HeadsArgs(),
-    lora: HeadGroupLoraConfig = HeadGroupLoraConfig(),
-    spatial: StageArgs = StageArgs(),
-    temporal: TemporalArgs = TemporalArgs(),
-    generate: GenerateArgs = GenerateArgs(),
-    trainer: TrainerArgs = TrainerArgs(),
-    stages: list[Stage] | None = None,
-    seed: int = 0,
-    manifest: AnyPath | None = None,
-    shard: str | None = None,
-) -> Path:
-    """Learn a clip's motion and render it with a new prompt (heads -> spatial LoRA -> temporal LoRA -> video).
+def run_clip(plan: RunPlan) -> Path:
+    """Run the plan's stages for its clip in order, skipping those already done; returns the run folder."""
+    from effivmt.attention import install_processors
+    from effivmt.training.record import RunRecord
+    from effivmt.training.strategies import is_global_zero
 
-    Args:
-        clip: the reference video (recipe paths are relative to the recipe file, CLI paths to the cwd).
-        clip_prompt: a caption of the reference clip, used for head scores and both training stages.
-        prompt: the new appearance to render with the clip's motion (default: the clip caption).
-        out: run folder; re-running into it skips finished stages and resumes interrupted ones.
-        model: which Wan to load.
-        video: frame count, size and fps of training.
-        heads: stage 1 settings.
-        lora: rank, alpha, dropout, target modules and layers of both head-group adapters.
-        spatial: stage 2 settings (steps, optimizer, checkpoints).
-        temporal: stage 3 settings (+ sampler, motion loss weight, RoPE positions).
-        generate: generation settings (steps, guidance, adapter scales).
-        trainer: Lightning settings (accelerator, devices, strategy, precision, gradient checkpointing).
-        stages: run only these stages (default: all).
-        seed: seed of the training randomness (frames, noise levels, noise).
-        manifest: a JSON-lines file of clips, one run each into OUT/<id>/ (rows: clip, clip_prompt, prompt,
-            overrides; see docs/scaling.md); finished rows are skipped, failures go to OUT/failures.jsonl.
-        shard: ``i/n``: run only the manifest rows whose index % n == i (SLURM arrays, several machines).
-    """
-    from effivmt.backbone import load_wan
-    from effivmt.strategies import RankZeroManifest, build_strategy
-    from effivmt.training import run_stages
-
-    out_dir = as_path(out)
-    if manifest is not None:
-        from effivmt.batch import run_manifest
-
-        return run_manifest(as_path(manifest), out_dir, shard)
-    if shard is not None:
-        raise ConfigError("--shard needs --manifest", "pass --manifest clips.jsonl, or drop --shard")
-    selected = list(stages or STAGES)
-    unknown = sorted(set(selected) - set(STAGES))
-    if unknown:
-        raise ConfigError(f"unknown stage(s) {unknown}", f"choose from {list(STAGES)}")
-    created = not out_dir.exists()
+    out = plan.out
+    frames, info = _prepare(plan)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"cannot create output folder {out_dir}: {err.strerror}", "choose a writable --out") from err
-    try:  # bad input fails here, before anything is written into OUT
-        build_strategy(trainer)  # an unknown strategy, or DeepSpeed without deepspeed
-        _check_model(model)
-        frames, info = _load_clip(clip, video)
-        if "temporal" in selected:
-            _check_sampler(temporal, frames, info)
-    except EffivmtError:
-        if created:
-            with contextlib.suppress(OSError):
-                out_dir.rmdir()
-        raise
-    config = _config_snapshot(
-        clip=str(clip),
-        clip_prompt=clip_prompt,
-        prompt=prompt,
-        model=model,
-        video=video,
-        heads=heads,
-        lora=lora,
-        spatial=spatial,
-        temporal=temporal,
-        generate=generate,
-        trainer=trainer,
-        stages=selected,
-        seed=seed,
-    )
-    run_json = RankZeroManifest(out_dir, config)
-    run_json.record(
-        "clip",
-        **{
-            "path": str(info.path),
-            "frames": info.num_frames,
-            "size": list(info.size),
-            "fps": info.fps,
-            "notes": info.notes,
-        },
-    )
-    components = load_wan(as_path(model.path), dtype=model.dtype, seed=model.seed)
-    return run_stages(
-        out_dir,
-        run_json,
-        selected,
-        frames,
-        components,
-        as_path(clip),
-        clip_prompt,
-        prompt or clip_prompt,
-        heads,
-        lora,
-        spatial,
-        temporal,
-        generate,
-        trainer,
-        seed,
-    )
+        raise ConfigError(f"cannot create output folder {out}: {err.strerror}", "choose a writable --out") from err
+    record = RunRecord(out, plan.config)
+    clip = {"path": str(info.path), "frames": info.num_frames, "size": list(info.size), "fps": info.fps}
+    record.record("clip", **clip, notes=info.notes)
+    components = load_model(plan.model)
+    # the same modules whether or not this process ran the heads stage: DDP ranks > 0 and resumed runs skip it,
+    # and DDP hangs when the ranks' buffers differ (the heads stage swaps WanRotaryPosEmbed for PositionalRope)
+    install_processors(components.transformer)
+    # the frozen VAE and text encoder work on the accelerator (heads, cache, generation) and wait on the CPU meanwhile
+    device = _encode_device(plan.trainer.accelerator)
+    scores = _head_scores(plan, record, frames, components, device)
+    cache = _clip_cache(out, frames, components, plan.clip_prompt, device)
+    _adapters(plan, record, scores, cache, components)
+    if not is_global_zero():
+        return out
+    _export(plan, record, components.transformer)
+    _generate(plan, record, frames, components, device)
+    print_summary(out, record)
+    return out
 
 
-__all__ = ["STAGES", "classify", "run"]
+def classify_only(plan: RunPlan) -> Path:
+    """``effivmt heads``: stage 1 alone into ``plan.out`` (``heads.json``, ``heads.png``); returns ``heads.json``."""
+    from effivmt.training.trainer import predict_trainer
+    from effivmt.vmt.heads import classify_clip
+
+    if plan.model.path is not None:
+        from effivmt.backbone.wan import check_wan_folder
+
+        check_wan_folder(plan.model.path)
+    frames, _ = read_clip(plan.clip, plan.video)
+    components = load_model(plan.model)
+    classify_clip(plan.out, components, frames, plan.clip_prompt, plan.heads, predict_trainer(plan.trainer), plan.clip)
+    return plan.out / "heads.json"
+
+
+def print_summary(out: Path, record) -> None:
+    """Where each output lies, per-stage times, the TensorBoard command and the head split."""
+    stages = record.data["stages"]
+    lines = [f"effivmt run finished: {out}"]
+    if "heads" in stages:
+        h = stages["heads"]
+        lines.append(
+            f"  heads     {h.get('spatial', '?')} spatial / {h.get('temporal', '?')} temporal   "
+            f"{out / 'heads.json'}, {out / 'heads.png'}"
+        )
+    for name in ("heads", "spatial", "temporal", "export", "generate"):
+        if name in stages and "wall_s" in stages[name]:
+            lines.append(f"  {name:<9} {stages[name]['wall_s']:>8.1f} s  ({stages[name].get('status')})")
+    lines.append(f"  adapters  {out / 'adapters'}")
+    if "path" in stages.get("generate", {}):
+        lines.append(f"  sample    {stages['generate']['path']}")
+    lines.append(f"  logs      tensorboard --logdir {out / 'logs'}")
+    print("\n".join(lines), flush=True)
+
+
+__all__ = ["classify_only", "load_model", "print_summary", "read_clip", "run_clip"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from effivmt.modules.base import WanLoraModule
-from effivmt.modules.flow import denoising_loss
+from effivmt.training.flow import denoising_loss
+from effivmt.vmt.lora_module import WanLoraModule
 
 
 class SpatialLoRAModule(WanLoraModule):

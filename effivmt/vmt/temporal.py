@@ -8,18 +8,22 @@ import torch
 
 from effivmt.attention import adaptive_frame_positions, grid_positions, override_positions
 from effivmt.data.samplers import FrameSampler, UniformStride
-from effivmt.modules.base import WanLoraModule
-from effivmt.modules.flow import denoising_loss, motion_loss
+from effivmt.errors import ConfigError
+from effivmt.training.flow import denoising_loss, motion_loss
+from effivmt.vmt.lora_module import WanLoraModule
 
 PositionMode = Literal["adaptive", "sampled", "contiguous"]
 
 
 def temporal_positions(indices: torch.Tensor, total: int, mode: PositionMode) -> torch.Tensor:
-    """Frame positions of the sampled latent frames.
+    """Frame positions of the sampled latent frames, from their indices alone.
 
     * ``adaptive``: ``p_i = F/2 + (F/F_samp)(i - F_samp/2)`` (DESIGN.md, adaptive RoPE; the paper's choice);
     * ``sampled``: the frames' true indices in the clip;
     * ``contiguous``: ``0..F_samp-1`` (no correction; the paper's "w/o adaptive RoPE" ablation).
+
+    In training, :func:`step_frames` draws frames and positions together, so adaptive positions follow the
+    frames actually drawn.
     """
     if mode == "adaptive":
         return adaptive_frame_positions(total, indices.numel())
@@ -28,6 +32,36 @@ def temporal_positions(indices: torch.Tensor, total: int, mode: PositionMode) ->
     if mode == "contiguous":
         return torch.arange(indices.numel(), dtype=torch.float64)
     raise ValueError(f"unknown position mode {mode!r}")
+
+
+def check_positions(sampler: FrameSampler, mode: PositionMode) -> None:
+    """Refuse adaptive positions with a sampler whose frames are not spread evenly over the clip.
+
+    Raises:
+        ConfigError: ``position_mode: adaptive`` with e.g. ``RandomWindow`` (contiguous frames would be told they
+            lie F/F_samp apart).
+    """
+    if mode == "adaptive" and not sampler.fits_adaptive:
+        raise ConfigError(
+            f"temporal.position_mode=adaptive assumes frames spread evenly over the clip, "
+            f"which {type(sampler).__name__} does not draw",
+            "use temporal.sampler UniformStride (or AllFrames), or temporal.position_mode: sampled",
+        )
+
+
+def step_frames(
+    sampler: FrameSampler, total: int, mode: PositionMode, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(indices, positions)`` of one training step: the latent frames drawn and the RoPE positions they get.
+
+    ``adaptive`` takes both from the sampler (positions within half a frame of each frame drawn), ``sampled`` uses
+    the indices themselves, ``contiguous`` ``0..F_samp-1``.
+    """
+    if mode == "adaptive":
+        check_positions(sampler, mode)
+        return sampler.sample_positions(total, generator)
+    indices = sampler.sample(total, generator)
+    return indices, temporal_positions(indices, total, mode)
 
 
 class TemporalLoRAModule(WanLoraModule):
@@ -49,6 +83,7 @@ class TemporalLoRAModule(WanLoraModule):
         kwargs.setdefault("active_adapters", ["spatial", "temporal"])
         super().__init__(transformer, **kwargs)
         self.sampler = sampler or UniformStride(17)
+        check_positions(self.sampler, position_mode)
         self.motion_weight = motion_weight
         self.position_mode = position_mode
 
@@ -56,7 +91,7 @@ class TemporalLoRAModule(WanLoraModule):
         g = self.step_generator()
         latents = batch["video_latents"]  # (1, C, F, H, W)
         total = latents.shape[2]
-        indices = self.sampler.sample(total, g)
+        indices, frame_positions = step_frames(self.sampler, total, self.position_mode, g)
         x0 = latents[:, :, indices.to(latents.device)]
         xt, t, target = self.noisy_pair(x0, g)
         pt, ph, pw = self.transformer.config.patch_size
@@ -64,7 +99,7 @@ class TemporalLoRAModule(WanLoraModule):
             indices.numel() // pt,
             x0.shape[3] // ph,
             x0.shape[4] // pw,
-            frame_positions=temporal_positions(indices, total, self.position_mode),
+            frame_positions=frame_positions,
         )
         with override_positions(self.transformer, positions):
             pred = self.predict_velocity(xt, t, batch["prompt_embeds"])

@@ -155,7 +155,7 @@ def test_resize_center_crop_pure_crop_is_exact():
 
 
 def test_resize_center_crop_rejects_non_multiples_of_16():
-    with pytest.raises(ConfigError, match="width must be a multiple of 16, got 330") as err:
+    with pytest.raises(ConfigError, match="width must be a positive multiple of 16, got 330") as err:
         resize_center_crop(torch.zeros(1, 32, 32, 3, dtype=torch.uint8), 320, 330)
     assert err.value.hint == "use 320 or 336"
 

@@ -75,10 +75,11 @@ def test_recipes_parse():
 def test_tiny_recipe_trains_three_stages_then_transfers(tmp_path, synthetic_manifest):
     """All three stages for one step each through Lightning, chained by weights files; then `transfer` loads stage 3."""
     from effivmt.data.video import read_video
-    from effivmt.omnitransfer.train import OmniModelArgs, PairedDataArgs, StageArgs, TrainerArgs, train
+    from effivmt.omnitransfer.train import OmniModelArgs, PairedDataArgs, train
     from effivmt.omnitransfer.transfer import transfer
+    from effivmt.training.args import StageArgs, TrainerArgs
 
-    one = StageArgs(max_steps=1, lr=1e-4, checkpoint_every=1)
+    one = StageArgs(max_steps=1, checkpoint_every=1, log_every=1, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-4))
     weights = train(
         tmp_path / "run",
         PairedDataArgs(synthetic_manifest, num_frames=9, height=32, width=32, fps=None, num_workers=0),
@@ -88,13 +89,12 @@ def test_tiny_recipe_trains_three_stages_then_transfers(tmp_path, synthetic_mani
             lora_rank=2,
             lora_alpha=2,
             tasks=TaskConfig(num_queries=2),
-            gradient_checkpointing=False,
         ),
         stages=[1, 2, 3],
         stage1=one,
         stage2=one,
         stage3=one,
-        trainer=TrainerArgs(accelerator="cpu", devices=1, log_every_n_steps=1),
+        trainer=TrainerArgs(accelerator="cpu", devices=1, progress_bar=False),
     )
     assert weights == tmp_path / "run" / "stage3" / "omnitransfer.safetensors"
     for stage in (1, 2, 3):

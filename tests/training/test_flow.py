@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from effivmt.modules.flow import (
+from effivmt.training.flow import (
     add_noise,
     frame_differences,
     motion_loss,

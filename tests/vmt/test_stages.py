@@ -1,15 +1,17 @@
 """Functional tests of the two LoRA stages on the tiny model and a synthetic clip with known motion."""
 
+import pytest
 import torch
 from helpers import LABELS, effective_weights, trainer
 
 from effivmt.attention import install_processors
 from effivmt.data.cache import ClipDataModule
-from effivmt.data.samplers import AllFrames, UniformStride
+from effivmt.data.samplers import AllFrames, RandomStride, RandomWindow, UniformStride, latent_frames
+from effivmt.errors import ConfigError
 from effivmt.lora import HeadGroupLoraConfig, add_head_group_adapter, set_adapter_scales
-from effivmt.modules.flow import add_noise, denoising_loss, velocity_target
-from effivmt.modules.spatial import SpatialLoRAModule
-from effivmt.modules.temporal import TemporalLoRAModule, temporal_positions
+from effivmt.training.flow import add_noise, denoising_loss, velocity_target
+from effivmt.vmt.spatial import SpatialLoRAModule
+from effivmt.vmt.temporal import TemporalLoRAModule, step_frames, temporal_positions
 
 HEAD_DIM = 12
 
@@ -82,7 +84,10 @@ def test_spatial_then_temporal_stage_confinement_and_learning(components, synthe
 
 
 def test_temporal_step_uses_adaptive_positions(components, synthetic_cache, monkeypatch):
-    """The positions the rope sees during a step are the DESIGN.md formula over the sampled frames."""
+    """The positions the rope sees are the DESIGN.md formula over the sampled frames, shifted by the step's phase.
+
+    One shift for all frames leaves rotary attention unchanged (it depends on position differences only).
+    """
     transformer = components.transformer
     install_processors(transformer)
     add_head_group_adapter(transformer, "temporal", LABELS, "temporal", HeadGroupLoraConfig(rank=2, alpha=2))
@@ -99,8 +104,36 @@ def test_temporal_step_uses_adaptive_positions(components, synthetic_cache, monk
     total = synthetic_cache.video_latents.shape[2]  # 5 latent frames, 3 sampled
     frames = seen[-1].view(3, 4, 4, 3)[:, 0, 0, 0]
     expected = torch.tensor([total / 2 + total / 3 * (i - 1.5) for i in range(3)], dtype=torch.float64)
-    torch.testing.assert_close(frames, expected)
+    phase = frames - expected
+    torch.testing.assert_close(phase, phase[:1].expand(3))
+    assert 0 <= float(phase[0]) <= total / 3 - 1
     assert transformer.rope.positions is None
+
+
+@pytest.mark.parametrize(("total", "video_frames"), [(21, 17), (21, 9), (5, 9), (13, 17), (21, 81)])
+def test_adaptive_positions_follow_the_frames_drawn(total, video_frames):
+    """Issue 12 item 8: every frame drawn lies within half a frame of its RoPE position, at every step.
+
+    Before, UniformStride jittered and clamped its frames ({2, 7, 12, 17, 20}) while the positions stayed
+    {0, 4.2, 8.4, 12.6, 16.8}. Now both come from one draw; the spacing stays F / F_samp (adaptive RoPE).
+    """
+    sampler = UniformStride(video_frames)
+    for step in range(50):
+        indices, positions = step_frames(sampler, total, "adaptive", torch.Generator().manual_seed(step))
+        assert indices.numel() == positions.numel() == latent_frames(video_frames)
+        assert (indices.double() - positions).abs().max() <= 0.5 + 1e-9, (step, indices, positions)
+        assert indices.min() >= 0 and indices.max() < total
+        if indices.numel() > 1:
+            torch.testing.assert_close(positions.diff(), torch.full_like(positions.diff(), total / indices.numel()))
+
+
+@pytest.mark.parametrize("sampler", [RandomWindow(9), RandomStride(9)])
+def test_adaptive_positions_refuse_samplers_they_do_not_fit(sampler, components):
+    """Contiguous or randomly strided frames would be told they lie F / F_samp apart: refused up front."""
+    with pytest.raises(ConfigError, match="position_mode=adaptive assumes frames spread evenly"):
+        TemporalLoRAModule(components.transformer, sampler=sampler, position_mode="adaptive")
+    indices, positions = step_frames(sampler, 5, "sampled", torch.Generator().manual_seed(0))
+    assert torch.equal(indices.double(), positions)  # the ablation's other mode: the true indices
 
 
 def test_full_frame_positions_are_integers():
