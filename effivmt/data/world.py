@@ -307,3 +307,14 @@ def render(scene: Scene, num_frames: int = 33, height: int = 64, width: int = 64
 def time_reversed(scene: Scene) -> Scene:
     """The same scene played backwards (captions of reversed lines drop the direction words)."""
     return replace(scene, reversed=not scene.reversed)
+
+
+QUICKSTART_SCENE = Scene((WorldObject("yellow", "circle"),), "blue", "orbit", seed=3)
+"""The quickstart's reference clip, ``data/clips/micro-orbit.mp4``: a held-out motion (one orbit)."""
+
+
+def write_quickstart_clip(path) -> object:
+    """Regenerate ``data/clips/micro-orbit.mp4`` (33 frames, 64x64, 8 fps) at ``path``."""
+    from effivmt.data.video import write_video
+
+    return write_video(path, render(QUICKSTART_SCENE).frames, fps=8.0)

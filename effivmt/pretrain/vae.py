@@ -33,7 +33,7 @@ class WorldWindows(IterableDataset):
 class VaePretrainModule(L.LightningModule):
     """Trains an ``AutoencoderKLWan`` by reconstruction (posterior sample, so the latent stays smooth)."""
 
-    def __init__(self, vae, lr: float = 1e-3, kl_weight: float = 1e-6, max_steps: int = 1200) -> None:
+    def __init__(self, vae, lr: float = 3e-4, kl_weight: float = 1e-6, max_steps: int = 1200) -> None:
         super().__init__()
         self.vae = vae
         self.lr, self.kl_weight, self.max_steps = lr, kl_weight, max_steps
@@ -52,6 +52,6 @@ class VaePretrainModule(L.LightningModule):
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.vae.parameters(), lr=self.lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=self.lr, total_steps=self.max_steps, pct_start=0.05, final_div_factor=20
+            opt, max_lr=self.lr, total_steps=self.max_steps, pct_start=0.02, final_div_factor=20
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
