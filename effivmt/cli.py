@@ -89,6 +89,22 @@ def _expand_positional(argv: list[str]) -> list[str]:
     return argv
 
 
+def _bare_bool_flags(argv: list[str], sub) -> list[str]:
+    """``--merge`` alone -> ``--merge=true`` for the subcommand's bool options (jsonargparse wants a value).
+
+    ``--merge true`` and ``--merge=false`` pass through unchanged.
+    """
+    if sub is None:
+        return argv
+    flags = {f"--{a.dest}" for a in sub._actions if getattr(a, "_typehint", None) in (bool, bool | None)}
+    out = []
+    for i, arg in enumerate(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        bare = following is None or following.startswith("-") or following.lower() not in ("true", "false")
+        out.append(f"{arg}=true" if arg in flags and bare else arg)
+    return out
+
+
 def _underscored(arg: str) -> str:
     if not arg.startswith("--"):
         return arg
@@ -118,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = None
     try:
         parser = build_parser()
+        if command is not None:
+            argv = _bare_bool_flags(argv, parser._subcommands_action._name_parser_map.get(command))
         cfg = parser.parse_args(argv)
         name = cfg.subcommand
         fn = resolve(SUBCOMMANDS[name])

@@ -2,7 +2,8 @@
 
 from effivmt.lora.config import ATTN1_MODULES, HeadGroupLoraConfig
 from effivmt.lora.export import export, export_lora, read_run_adapters
-from effivmt.lora.formats import FORMATS, LoraWeights, merge_weights
+from effivmt.lora.formats import LoraWeights, merge_weights
+from effivmt.lora.formats.registry import FORMATS, LoraFormat, get_format
 from effivmt.lora.head_groups import GROUPS, HeadGroups, head_mask, row_mask
 from effivmt.lora.inject import (
     adapter_names,
@@ -26,6 +27,7 @@ __all__ = [
     "GROUPS",
     "HeadGroupLoraConfig",
     "HeadGroups",
+    "LoraFormat",
     "LoraWeights",
     "adapter_names",
     "adapter_state_dict",
@@ -36,6 +38,7 @@ __all__ = [
     "ensure_grad_masks",
     "export",
     "export_lora",
+    "get_format",
     "head_mask",
     "inject_weights",
     "load_adapter_state_dict",

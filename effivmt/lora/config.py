@@ -10,6 +10,11 @@ from effivmt.errors import ConfigError
 #: Projections of Wan's self-attention (``blocks.{i}.attn1.*``) that a head-group adapter may target.
 ATTN1_MODULES: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 
+#: Adapter scales a run generates and exports its merged LoRA with, unless the recipe says otherwise. Spatial 0:
+#: that adapter absorbed the reference clip's appearance, which the new prompt replaces; temporal 1: the motion.
+#: The run records the scales it used in ``run.json`` (``adapter_scales``); ``effivmt export --merge`` reads them.
+DEFAULT_SCALES: dict[str, float] = {"spatial": 0.0, "temporal": 1.0}
+
 #: ``HeadGroupLoraConfig.init`` -> peft's ``init_lora_weights``.
 PEFT_INIT: dict[str, bool | str] = {"default": True, "gaussian": "gaussian", "random": False}
 

@@ -1,7 +1,8 @@
 """Export trained head-group adapters to the formats users load (DESIGN.md, "Facts from the public record").
 
 Exported adapters are ordinary LoRAs: the zeros outside each head group are baked in, so tools that know nothing
-of heads load them. Output is a folder; what lands in it:
+of heads load them. Formats come from one registry (:data:`effivmt.lora.formats.registry.FORMATS`). Output is a
+folder; what lands in it:
 
 ========== ============================== =================================
 format     one file per adapter           ``merge=True``
@@ -19,16 +20,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from effivmt.errors import ConfigError, EffivmtError
 from effivmt.io import atomic_dir, atomic_path
-from effivmt.lora.formats import FORMATS, Format, LoraWeights, merge_weights
+from effivmt.lora.config import DEFAULT_SCALES
+from effivmt.lora.formats import Format, LoraWeights, merge_weights
+from effivmt.lora.formats.registry import LoraFormat, get_format
 
 AdapterInput = LoraWeights | tuple[Mapping[str, torch.Tensor], int, float]
-MERGED_NAMES: dict[str, str] = {"diffusers": "pytorch_lora_weights", "comfy": "merged", "peft": "merged"}
 
 
 def _as_weights(value: AdapterInput) -> LoraWeights:
@@ -70,16 +72,10 @@ def read_run_adapters(run_dir: Path, names: list[str]) -> tuple[dict[str, LoraWe
     return adapters, meta
 
 
-def _write(weights: LoraWeights, fmt: Format, target: Path, metadata: dict[str, Any]) -> Path:
-    from effivmt.lora.formats import comfy, diffusers, peft
-
-    if fmt == "peft":
-        with atomic_dir(target) as tmp:
-            peft.save_peft(weights, tmp, metadata, base_model=metadata.get("base_model"))
-        return target
-    save = diffusers.save_diffusers if fmt == "diffusers" else comfy.save_comfy
-    with atomic_path(target) as tmp:
-        save(weights, tmp, metadata)
+def _write(weights: LoraWeights, fmt: LoraFormat, target: Path, metadata: dict[str, Any]) -> Path:
+    """One adapter in ``fmt`` at ``target``, atomically (a temporary folder or file renamed when complete)."""
+    with (atomic_dir if fmt.folder else atomic_path)(target) as tmp:
+        fmt.write(weights, tmp, metadata)
     return target
 
 
@@ -97,7 +93,7 @@ def export_lora(
     Args:
         adapters: ``{name: LoraWeights | (state_dict, rank, alpha)}``, or a run folder holding
             ``adapters/<name>/`` peft folders (plus ``heads.json`` and ``run.json`` for metadata).
-        fmt: ``"diffusers"``, ``"comfy"`` or ``"peft"``.
+        fmt: a registered layout: ``"diffusers"``, ``"comfy"`` or ``"peft"``.
         scales: per-adapter scale folded into lora_B (default 1 each).
         merge: write one LoRA of rank sum(r): A stacked on rows, B on columns, each ``scale * alpha / r`` folded
             into B, alpha = rank. It adds exactly the sum of the adapters' updates.
@@ -111,8 +107,7 @@ def export_lora(
     """
     import effivmt
 
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown LoRA format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    layout = get_format(fmt)
     meta: dict[str, Any] = {}
     if isinstance(adapters, str | Path):
         run_dir = Path(adapters)
@@ -138,12 +133,12 @@ def export_lora(
 
     if merge:
         parts = [w.scaled(scales.get(n, 1.0)) for n, w in weights.items()]
-        outputs = {MERGED_NAMES[fmt]: (merge_weights(parts), {"adapters": list(weights), "merged": True})}
+        outputs = {layout.merged_name: (merge_weights(parts), {"adapters": list(weights), "merged": True})}
     else:
         outputs = {n: (w.scaled(scales.get(n, 1.0)), {"adapters": [n], "merged": False}) for n, w in weights.items()}
 
     single_file = out.suffix == ".safetensors"
-    if single_file and (fmt == "peft" or len(outputs) != 1):
+    if single_file and (layout.folder or len(outputs) != 1):
         raise ConfigError(
             f"--out {out} names one file, but this export writes {len(outputs)} {fmt} output(s)",
             "give a folder, or --merge for one file",
@@ -158,17 +153,26 @@ def export_lora(
             "rank": lora.rank(first),
             "alpha": lora.alphas[first],
         }
-        target = out if single_file else out / (name if fmt == "peft" else f"{name}.safetensors")
-        written.append(_write(lora, fmt, target, file_meta))
+        target = out if single_file else layout.target(out, name)
+        written.append(_write(lora, layout, target, file_meta))
     return written
+
+
+def recorded_scales(run_dir: Path) -> dict[str, float]:
+    """The adapter scales a run generated with (``run.json``'s ``adapter_scales``), else :data:`DEFAULT_SCALES`."""
+    try:
+        recorded = json.loads((Path(run_dir) / "run.json").read_text()).get("adapter_scales") or {}
+    except (OSError, json.JSONDecodeError):
+        recorded = {}
+    return {**DEFAULT_SCALES, **{k: float(v) for k, v in recorded.items()}}
 
 
 def export(
     run_dir: Path,
-    format: Literal["diffusers", "comfy", "peft"] = "diffusers",
+    format: str = "diffusers",
     adapters: str = "spatial,temporal",
-    scale_spatial: float = 1.0,
-    scale_temporal: float = 1.0,
+    scale_spatial: float | None = None,
+    scale_temporal: float | None = None,
     merge: bool = False,
     out: Path | None = None,
 ) -> Path:
@@ -179,14 +183,20 @@ def export(
         format: diffusers (``transformer.*`` keys, alpha in the header), comfy (original Wan keys with ``.alpha``)
             or peft (adapter_config.json + adapter_model.safetensors).
         adapters: comma-separated adapters to export.
-        scale_spatial: strength of the spatial (appearance) adapter, folded into its weights.
-        scale_temporal: strength of the temporal (motion) adapter, folded into its weights.
+        scale_spatial: strength of the spatial (appearance) adapter, folded into its weights. Default: with
+            ``--merge`` the scale the run generated with (``run.json``, 0 unless the recipe changed it), so the
+            merged file renders what the run rendered; without, 1 (the adapter as trained).
+        scale_temporal: strength of the temporal (motion) adapter, the same way (run default 1).
         merge: write one LoRA whose update is the sum of the adapters' (rank r_spatial + r_temporal).
         out: output folder (default ``RUN_DIR/export/FORMAT``) or, for one file, a ``.safetensors`` path.
 
     Returns:
         The output folder (or file).
     """
+    get_format(format)
+    defaults = recorded_scales(run_dir) if merge else {"spatial": 1.0, "temporal": 1.0}
+    scale_spatial = defaults["spatial"] if scale_spatial is None else scale_spatial
+    scale_temporal = defaults["temporal"] if scale_temporal is None else scale_temporal
     names = [n.strip() for n in adapters.split(",") if n.strip()]
     if not names:
         raise ConfigError("--adapters is empty", "e.g. --adapters spatial,temporal")

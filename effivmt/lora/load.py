@@ -1,13 +1,13 @@
 """Read a LoRA in any supported layout and load it into a Wan transformer as a peft adapter.
 
 The layout is told by key prefix, as ``WanLoraLoaderMixin.lora_state_dict`` does: ``diffusion_model.`` is the
-original/ComfyUI layout, ``base_model.model.`` peft's, ``transformer.`` (or bare ``blocks.*.lora_A``) diffusers'.
+original/ComfyUI layout, ``base_model.model.`` peft's, ``transformer.`` (or bare ``blocks.*.lora_A``) diffusers';
+each layout's own test lives in :data:`effivmt.lora.formats.registry.FORMATS`, asked in order.
 Every key is checked against the model before anything is injected, and the first misfit is named.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,29 +15,25 @@ from typing import Any
 from torch import nn
 
 from effivmt.errors import AdapterMismatchError
-from effivmt.lora.formats import Format, LoraWeights, load_safetensors, read_header_metadata
+from effivmt.lora.formats import Format, LoraWeights, read_header_metadata
+from effivmt.lora.formats.registry import FORMATS
 from effivmt.lora.inject import inject_weights
-
-_COMFY_KEY = re.compile(r"^blocks\.\d+\.(self_attn|cross_attn|ffn\.\d)\.")  # Wan's own module names
 
 
 def _format_of_keys(keys: Iterable[str]) -> Format:
     keys = list(keys)
     if not keys:
         raise AdapterMismatchError("the LoRA file holds no tensors")
-    if any(k.startswith("diffusion_model.") or _COMFY_KEY.match(k) for k in keys):
-        return "comfy"
-    if any(k.startswith("base_model.model.") for k in keys):
-        return "peft"
     if any(k.startswith("lora_unet_") for k in keys):
         raise AdapterMismatchError(
             "kohya/musubi LoRA keys (lora_unet_*) are not read by effivmt",
             "load the file with diffusers' WanPipeline.load_lora_weights, which converts it",
         )
-    if all(".lora_A." in k or ".lora_B." in k for k in keys):
-        return "diffusers"
+    for fmt in FORMATS.values():
+        if fmt.claims(keys):
+            return fmt.name
     bad = next(k for k in keys if ".lora_A." not in k and ".lora_B." not in k)
-    raise AdapterMismatchError(f"unrecognised LoRA layout: key {bad}", "give a diffusers, comfy or peft LoRA")
+    raise AdapterMismatchError(f"unrecognised LoRA layout: key {bad}", f"give a {', '.join(FORMATS)} LoRA")
 
 
 def _weights_file(path: Path) -> Path:
@@ -58,7 +54,7 @@ def _weights_file(path: Path) -> Path:
 
 
 def detect_format(state_dict_or_path: Mapping[str, Any] | str | Path) -> Format:
-    """``"diffusers"``, ``"comfy"`` or ``"peft"`` for a state dict, a LoRA file or an adapter folder.
+    """The registered layout (``"diffusers"``, ``"comfy"``, ``"peft"``) of a state dict, LoRA file or adapter folder.
 
     Raises:
         AdapterMismatchError: the path does not exist or the keys match no supported layout.
@@ -84,22 +80,10 @@ def detect_format(state_dict_or_path: Mapping[str, Any] | str | Path) -> Format:
 
 def read_lora(path: str | Path) -> tuple[LoraWeights, Format, dict[str, Any]]:
     """Read any supported LoRA: ``(weights, format, effivmt metadata from the header)``."""
-    from effivmt.lora.formats import comfy, diffusers, peft
-
     path = Path(path)
-    fmt = detect_format(path)
-    if fmt == "peft" and path.is_dir():
-        weights, header, _ = peft.read_peft(path)
-    else:
-        file = _weights_file(path)
-        if fmt == "diffusers":
-            weights, header = diffusers.read_diffusers(file)
-        elif fmt == "comfy":
-            weights, header = comfy.read_comfy(file)
-        else:  # a lone peft-keyed file, no config beside it: diffusers' convention alpha = rank
-            sd, header = load_safetensors(file)
-            weights = peft.from_peft(sd, {})
-    return weights, fmt, read_header_metadata(header)
+    fmt = FORMATS[detect_format(path)]
+    weights, header = fmt.read(path if fmt.folder and path.is_dir() else _weights_file(path))
+    return weights, fmt.name, read_header_metadata(header)
 
 
 def load_lora(transformer: nn.Module, path: str | Path, adapter_name: str = "lora", scale: float = 1.0) -> LoraWeights:

@@ -165,11 +165,12 @@ def test_export_command_on_a_run_folder(adapted, tmp_path):
     weights, fmt, meta = read_lora(out / "merged.safetensors")
     assert fmt == "comfy"
     assert meta["base_model"] == "/models/Wan-T2V" and meta["head_labels"] == labels
-    assert meta["scales"] == {"spatial": 1.0, "temporal": 2.0} and meta["recipe"]["lora"] == {"rank": 4}
+    # --merge without --scale_spatial: the scale the run generates with (0: no run.json record, the default)
+    assert meta["scales"] == {"spatial": 0.0, "temporal": 2.0} and meta["recipe"]["lora"] == {"rank": 4}
     assert meta["format"] == "comfy" and "version" in meta
     parts = both(adapted)
     m = "blocks.1.attn1.to_v"
-    torch.testing.assert_close(weights.delta(m), parts["spatial"].delta(m) + 2 * parts["temporal"].delta(m))
+    torch.testing.assert_close(weights.delta(m), 2 * parts["temporal"].delta(m))
     with pytest.raises(ConfigError, match="no adapter 'motion'"):
         export(run, adapters="motion")
 
@@ -183,3 +184,44 @@ def test_merge_pads_modules_one_adapter_lacks():
     assert merged.rank("m") == merged.rank("n") == 3
     torch.testing.assert_close(merged.delta("m"), a.delta("m"))
     torch.testing.assert_close(merged.delta("n"), b.delta("n"))
+
+
+def _run_folder(adapted, tmp_path, **run_json):
+    run = tmp_path / "run"
+    for name in ("spatial", "temporal"):
+        save_peft_adapter(adapted, name, run / "adapters" / name)
+    (run / "run.json").write_text(json.dumps({"config": {}, **run_json}))
+    return run
+
+
+@pytest.mark.parametrize("recorded", [None, {"spatial": 0.5, "temporal": 0.75}])
+def test_bare_merge_flag_works_and_defaults_to_the_run_scales(adapted, tmp_path, recorded, capsys):
+    """Issue 12 item 9: `effivmt export RUN --merge` as the README writes it (no value after --merge) exits 0, and the
+    merged file folds in the scales the run generated with (run.json `adapter_scales`; without: spatial 0, temporal 1),
+    not 1 and 1."""
+    from effivmt import cli
+
+    run = _run_folder(adapted, tmp_path, **({"adapter_scales": recorded} if recorded else {}))
+    out = tmp_path / "merged.safetensors"
+    assert cli.main(["export", str(run), "--merge", "--out", str(out)]) == 0, capsys.readouterr().err
+    weights, fmt, meta = read_lora(out)
+    scales = recorded or {"spatial": 0.0, "temporal": 1.0}
+    assert fmt == "diffusers" and meta["scales"] == scales
+    parts = both(adapted)
+    m = "blocks.0.attn1.to_q"
+    want = scales["spatial"] * parts["spatial"].delta(m) + scales["temporal"] * parts["temporal"].delta(m)
+    torch.testing.assert_close(weights.delta(m), want)
+    # the one-file hint names the flag as the CLI takes it
+    assert cli.main(["export", str(run), "--out", str(tmp_path / "two.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "--merge for one file" in err
+    assert cli.main(["export", str(run), "--merge", "--format", "comfy", "--out", str(tmp_path / "c.safetensors")]) == 0
+
+
+def test_unknown_format_is_one_registry_error(adapted, tmp_path):
+    from effivmt.lora import FORMATS
+
+    with pytest.raises(ConfigError, match="unknown LoRA format 'comfyui'") as err:
+        export_lora(both(adapted), "comfyui", out=tmp_path)
+    assert "did you mean 'comfy'?" in str(err.value)
+    assert list(FORMATS) == ["comfy", "peft", "diffusers"]

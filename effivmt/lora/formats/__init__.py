@@ -12,14 +12,14 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from effivmt.errors import AdapterMismatchError
 
-Format = Literal["diffusers", "comfy", "peft"]
-FORMATS: tuple[str, ...] = ("diffusers", "comfy", "peft")
+#: A registered layout's name (``effivmt.lora.formats.registry.FORMATS`` holds the layouts themselves).
+Format = str
 _SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_B.bias")
 
 

@@ -35,6 +35,8 @@ MODULE_MAP: dict[str, str] = {
 _INVERSE = {v: k for k, v in MODULE_MAP.items()}
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _COMFY_KEY = re.compile(r"^blocks\.(\d+)\.(.+)\.(lora_down\.weight|lora_up\.weight|lora_[AB]\.weight|alpha)$")
+#: A key in Wan's own module names without the ``diffusion_model.`` prefix (some trainers strip it).
+ORIGINAL_KEY = re.compile(r"^blocks\.\d+\.(self_attn|cross_attn|ffn\.\d)\.")
 
 
 def to_comfy_module(module: str) -> str:
