@@ -35,14 +35,11 @@ def synthesize(
     width: int,
     device: str = "cpu",
 ) -> np.ndarray:
-    """Frames ``(F, H, W, 3)`` in [0, 1] for ``prompt``, with the transformer's adapters at the scales in ``args``."""
-    from effivmt.lora import adapter_names, set_adapter_scales
+    """Frames ``(F, H, W, 3)`` in [0, 1] for ``prompt``, with the transformer's adapters as the caller set them.
 
-    transformer = components.transformer
-    names = adapter_names(transformer)
-    scales = {"spatial": args.scale_spatial, "temporal": args.scale_temporal}
-    if names:
-        set_adapter_scales(transformer, {n: scales.get(n, 1.0) for n in names})
+    Adapter scales are the caller's (:func:`effivmt.lora.set_adapter_scales`): a run sets ``args.scale_*`` on its
+    spatial/temporal adapters, ``effivmt generate`` each ``--lora``'s ``--lora_scale``; nothing here resets them.
+    """
     pipe = components.pipeline().to(device)
     pipe.set_progress_bar_config(desc="generate")
     generator = torch.Generator(device=device).manual_seed(args.seed)
@@ -75,6 +72,24 @@ def render(
 
     frames = synthesize(components, prompt, args, num_frames, height, width, device)
     return write_video(out, frames, fps=args.fps)
+
+
+def _run_adapters(run_dir: Path) -> list[str]:
+    """The head-group adapters of an ``effivmt run`` folder.
+
+    Raises:
+        ConfigError: the folder is missing or holds no trained adapter (rendering the bare model instead would
+            look like success).
+    """
+    if not run_dir.is_dir():
+        raise ConfigError(f"--run_dir {run_dir} does not exist", "give the --out folder of an `effivmt run`")
+    groups = [g for g in ("spatial", "temporal") if (run_dir / "adapters" / g).is_dir()]
+    if not groups:
+        raise ConfigError(
+            f"--run_dir {run_dir} holds no trained adapter (no adapters/spatial or adapters/temporal)",
+            "give the --out folder of an `effivmt run` whose spatial or temporal stage finished",
+        )
+    return groups
 
 
 def generate(
@@ -120,20 +135,11 @@ def generate(
         load_lora(transformer, path, adapter_name=name)
         scales[name] = scale
     if run_dir is not None:
-        for group in ("spatial", "temporal"):
-            folder = as_path(run_dir) / "adapters" / group
-            if folder.exists():
-                load_peft_adapter(transformer, folder, group)
-                scales[group] = getattr(options, f"scale_{group}")
+        for group in _run_adapters(as_path(run_dir)):
+            load_peft_adapter(transformer, as_path(run_dir) / "adapters" / group, group)
+            scales[group] = getattr(options, f"scale_{group}")
     if scales:
         set_adapter_scales(transformer, scales)
-        options = GenerateArgs(
-            **{
-                **vars(options),
-                "scale_spatial": scales.get("spatial", 1.0),
-                "scale_temporal": scales.get("temporal", 1.0),
-            }
-        )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     path = render(components, prompt, as_path(out), options, num_frames, height, width, device=device)
     log.info(f"wrote {path}")

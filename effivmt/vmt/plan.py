@@ -17,6 +17,7 @@ from effivmt.data.video import check_frame_count, check_multiple_of_16
 from effivmt.errors import ConfigError
 from effivmt.io import AnyPath, as_path
 from effivmt.lora import HeadGroupLoraConfig
+from effivmt.lora.config import DEFAULT_SCALES
 from effivmt.training.args import StageArgs, TrainerArgs
 from effivmt.training.record import plain_json
 
@@ -147,9 +148,9 @@ class GenerateArgs:
     """Negative prompt."""
     seed: int = 0
     """Noise seed."""
-    scale_spatial: float = 0.0
+    scale_spatial: float = DEFAULT_SCALES["spatial"]
     """Spatial adapter scale. 0: it absorbed the reference clip's appearance, which the new prompt replaces."""
-    scale_temporal: float = 1.0
+    scale_temporal: float = DEFAULT_SCALES["temporal"]
     """Temporal adapter scale: the motion."""
     fps: float = 16.0
     """Frame rate of the written mp4."""

@@ -209,22 +209,30 @@ def _adapters(plan: RunPlan, record, scores, cache, components) -> None:
                     save_peft_adapter(transformer, name, folder)
 
 
+#: What the export stage writes into ``adapters/``: one merged LoRA per tool, at the generation scales.
+#: diffusers' ``load_lora_weights(folder)`` finds the first by name; ComfyUI needs the second's key layout.
+RUN_EXPORTS: dict[str, str] = {"diffusers": "pytorch_lora_weights.safetensors", "comfy": "comfyui_lora.safetensors"}
+
+
 def _export(plan: RunPlan, record, transformer) -> None:
-    """The run's adapters as one merged diffusers file at the generation scales (``adapters/pytorch_lora_...``)."""
+    """The run's adapters as one merged LoRA per tool (:data:`RUN_EXPORTS`) at the scales the run generates with."""
     from effivmt.lora import adapter_names, export_lora
 
     trained = adapter_names(transformer)
-    merged = plan.out / "adapters" / "pytorch_lora_weights.safetensors"
-    if "export" in plan.stages and trained and not (record.done("export") and merged.exists()):
+    files = {fmt: plan.out / "adapters" / name for fmt, name in RUN_EXPORTS.items()}
+    if "export" in plan.stages and trained and not (record.done("export") and all(f.exists() for f in files.values())):
         scales = {"spatial": plan.generate.scale_spatial, "temporal": plan.generate.scale_temporal}
+        chosen = {n: scales[n] for n in trained}
         with record.stage("export"):
-            chosen = {n: scales[n] for n in trained}
-            export_lora(plan.out, "diffusers", scales=chosen, merge=True, names=trained, out=merged)
+            for fmt, target in files.items():
+                export_lora(plan.out, fmt, scales=chosen, merge=True, names=trained, out=target)
+        record.record("export", scales=chosen, files=[str(f) for f in files.values()])
 
 
 def _generate(plan: RunPlan, record, frames, components, device: str) -> None:
     """Render the prompt with the trained adapters into ``samples/<prompt>-s<seed>.mp4``."""
     from effivmt.data.video import write_video
+    from effivmt.lora import adapter_names, set_adapter_scales
     from effivmt.training.callbacks import frame_strip, log_image
     from effivmt.vmt.generate import sample_name, synthesize
 
@@ -232,6 +240,10 @@ def _generate(plan: RunPlan, record, frames, components, device: str) -> None:
     if "generate" in plan.stages and not (record.done("generate") and target.exists()):
         _offload(components, device)
         with record.stage("generate"):
+            scales = {"spatial": plan.generate.scale_spatial, "temporal": plan.generate.scale_temporal}
+            trained = adapter_names(components.transformer)
+            if trained:
+                set_adapter_scales(components.transformer, {n: scales[n] for n in trained})
             num_frames, height, width = frames.shape[1:]
             video = synthesize(components, plan.prompt, plan.generate, num_frames, height, width, device=device)
             write_video(target, video, fps=plan.generate.fps)
@@ -266,6 +278,8 @@ def run_clip(plan: RunPlan) -> Path:
     except OSError as err:
         raise ConfigError(f"cannot create output folder {out}: {err.strerror}", "choose a writable --out") from err
     record = RunRecord(out, plan.config)
+    # the scales generation uses, and what `effivmt export --merge` defaults to: one default, written down
+    record.data["adapter_scales"] = {"spatial": plan.generate.scale_spatial, "temporal": plan.generate.scale_temporal}
     clip = {"path": str(info.path), "frames": info.num_frames, "size": list(info.size), "fps": info.fps}
     record.record("clip", **clip, notes=info.notes)
     components = load_model(plan.model)
