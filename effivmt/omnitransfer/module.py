@@ -27,6 +27,7 @@ from effivmt.omnitransfer.pipeline import OmniTransferPipeline
 from effivmt.omnitransfer.reference import encode_video, target_input
 from effivmt.omnitransfer.tasks import TaskConfig
 from effivmt.training.flow import add_noise, denoising_loss, sample_sigmas, timesteps_from_sigmas, velocity_target
+from effivmt.training.trainer import step_generator
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
@@ -158,7 +159,7 @@ class OmniTransferModule(L.LightningModule):
         return denoising_loss(pred, velocity_target(x0, noise))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
+        generator = step_generator(self, batch_idx, self.seed)  # its own draw per accumulated micro-batch
         loss = self.compute_loss(batch, generator)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["target"].shape[0])
         return loss

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -40,6 +41,20 @@ def check_trainer(args: TrainerArgs) -> None:
             "use bf16-mixed (set model.dtype: bf16 to keep the frozen base in bf16 too)",
         )
     build_strategy(args)
+
+
+def step_generator(module: L.LightningModule, batch_idx: int, seed: int) -> torch.Generator:
+    """The generator of one micro-batch: seeded by (seed, optimizer step, micro-batch within the step, rank).
+
+    With gradient accumulation over k micro-batches every micro-batch of a step draws its own frames, noise levels
+    and noise (seeding by the optimizer step alone gave all k the same sample). A resumed run replays the same
+    draws: checkpoints fall on optimizer-step boundaries, where ``batch_idx % k`` is 0 again.
+    """
+    trainer = module._trainer  # None outside a Trainer (unit tests call training_step directly)
+    k = trainer.accumulate_grad_batches if trainer is not None else 1
+    micro = batch_idx % k
+    rank = module.global_rank
+    return torch.Generator().manual_seed(seed * 1_000_003 + module.global_step * 7919 + micro * 104_729 + rank)
 
 
 def predict_trainer(args: TrainerArgs) -> L.Trainer:
@@ -124,4 +139,4 @@ def fit_stage(
     return trainer
 
 
-__all__ = ["TRAINING_PRECISIONS", "build_trainer", "check_trainer", "fit_stage", "predict_trainer"]
+__all__ = ["TRAINING_PRECISIONS", "build_trainer", "check_trainer", "fit_stage", "predict_trainer", "step_generator"]

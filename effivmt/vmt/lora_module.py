@@ -16,6 +16,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from effivmt.lora import set_trainable_adapter
 from effivmt.training.args import default_optimizer
 from effivmt.training.flow import add_noise, sample_sigmas, timesteps_from_sigmas, velocity_target
+from effivmt.training.trainer import step_generator
 
 
 class WanLoraModule(L.LightningModule):
@@ -89,9 +90,10 @@ class WanLoraModule(L.LightningModule):
         }
 
     # -- per-step randomness -----------------------------------------------------------------------------------
-    def step_generator(self) -> torch.Generator:
-        """A generator seeded by (seed, global step, rank): resumed runs replay the same draws."""
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank)
+    def step_generator(self, batch_idx: int = 0) -> torch.Generator:
+        """A generator seeded by (seed, step, micro-batch, rank): resumed runs replay the same draws, and each
+        micro-batch of an accumulated step draws its own (:func:`effivmt.training.trainer.step_generator`)."""
+        return step_generator(self, batch_idx, self.seed)
 
     def noisy_pair(
         self, x0: torch.Tensor, generator: torch.Generator

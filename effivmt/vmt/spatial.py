@@ -21,7 +21,7 @@ class SpatialLoRAModule(WanLoraModule):
         super().__init__(transformer, **kwargs)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        g = self.step_generator()
+        g = self.step_generator(batch_idx)
         frames = batch["frame_latents"][0]  # (F_video, C, 1, H, W)
         index = int(torch.randint(frames.shape[0], (1,), generator=g))
         x0 = frames[index : index + 1]

@@ -88,7 +88,7 @@ class TemporalLoRAModule(WanLoraModule):
         self.position_mode = position_mode
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        g = self.step_generator()
+        g = self.step_generator(batch_idx)
         latents = batch["video_latents"]  # (1, C, F, H, W)
         total = latents.shape[2]
         indices, frame_positions = step_frames(self.sampler, total, self.position_mode, g)
