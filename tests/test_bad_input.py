@@ -298,3 +298,58 @@ def test_disk_full_outside_our_writers_is_one_line(tmp_path, recipe, monkeypatch
         f"effivmt: error: No space left on device: {tmp_path / 'events.out.tfevents'} "
         "(free some disk space or choose a writable --out)"
     )
+
+
+def _training_recipe(tmp_path: Path, **extra) -> Path:
+    """Heads + a 4-step spatial stage at 32x32 (the stage that the next two rows break)."""
+    import yaml
+
+    recipe = yaml.safe_load(write_heads_recipe(tmp_path / "base.yaml", clip=str(CLIP)).read_text())
+    recipe.update(stages=["heads", "spatial"], lora={"rank": 2, "alpha": 2})
+    recipe["spatial"] = {"max_steps": 4, "checkpoint_every": 2, "log_every": 1, **extra}
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_negative_learning_rate_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Issue 12 item 12: a bad lr fails in one line before heads.json, the cache or logs exist (was a 65-line
+    traceback from torch after stage 1 had written its files)."""
+    optimizer = {"class_path": "torch.optim.AdamW", "init_args": {"lr": -1e-3}}
+    recipe = _training_recipe(tmp_path, optimizer=optimizer)
+    out = tmp_path / "out"
+    err = fails(capsys, ["run", str(recipe), "--out", str(out)])
+    assert err == (
+        "effivmt: error: spatial.optimizer cannot be built: Invalid learning rate: -0.001 "
+        "(fix spatial.optimizer.init_args)"
+    )
+    assert not out.exists()
+
+
+def test_ctrl_c_exits_130_with_one_resume_hint(tmp_path, capsys, caplog, monkeypatch):
+    """Issue 12 item 12: Ctrl-C in a training stage exits 130 with our hint once (was exit 1 and Lightning's notice
+    twice), run.json says "interrupted", and Ctrl-C works again afterwards (Lightning leaves SIGINT ignored)."""
+    import signal
+
+    import effivmt.vmt.spatial as spatial_module
+
+    real, calls = spatial_module.SpatialLoRAModule.training_step, []
+
+    def second_step_interrupted(self, batch, batch_idx):
+        calls.append(batch_idx)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(spatial_module.SpatialLoRAModule, "training_step", second_step_interrupted)
+    handler = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        code = cli.main(["run", str(_training_recipe(tmp_path)), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 130
+    hint = "effivmt: interrupted; re-run the same command to resume from the last checkpoint"
+    assert captured.err.strip().splitlines().count(hint) == 1
+    assert "Detected KeyboardInterrupt" not in captured.err + captured.out + caplog.text
+    assert json.loads((out / "run.json").read_text())["stages"]["spatial"]["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is handler

@@ -104,6 +104,9 @@ class RunRecord:
         self.record(name, status="running")
         try:
             yield
+        except KeyboardInterrupt:
+            self.record(name, status="interrupted", wall_s=round(time.perf_counter() - start, 2), **peak_memory_mb())
+            raise
         except BaseException:
             self.record(name, status="failed", wall_s=round(time.perf_counter() - start, 2), **peak_memory_mb())
             raise

@@ -8,8 +8,11 @@ share the refusals of :func:`~effivmt.training.strategies.build_strategy`, the :
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -119,6 +122,38 @@ def build_trainer(
     )
 
 
+class _NoInterruptNotice(logging.Filter):
+    """Drops Lightning's "Detected KeyboardInterrupt" notice: the CLI says it once, with the resume hint."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Detected KeyboardInterrupt" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def interrupts_as_keyboard_interrupt(trainer: L.Trainer) -> Iterator[None]:
+    """Let Ctrl-C inside ``trainer.fit``/``predict`` reach the caller as :class:`KeyboardInterrupt`.
+
+    Lightning catches it, shuts down, sets SIGINT to "ignore" and calls ``sys.exit(1)``: the CLI would exit 1 with
+    Lightning's notice instead of 130 with our resume hint, and a notebook would lose Ctrl-C. The SIGINT handler
+    is restored afterwards.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    notice = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    quiet = _NoInterruptNotice()
+    notice.addFilter(quiet)
+    try:
+        yield
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        notice.removeFilter(quiet)
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+
+
 def fit_stage(
     name: str,
     module: L.LightningModule,
@@ -135,8 +170,17 @@ def fit_stage(
         log.info(f"{name}: resuming from {last}")
     log.info(f"stage {name}: {stage.max_steps} steps")
     trainer = build_trainer(trainer_args, stage, out, name, callbacks, lr_key)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    with interrupts_as_keyboard_interrupt(trainer):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
     return trainer
 
 
-__all__ = ["TRAINING_PRECISIONS", "build_trainer", "check_trainer", "fit_stage", "predict_trainer", "step_generator"]
+__all__ = [
+    "TRAINING_PRECISIONS",
+    "build_trainer",
+    "check_trainer",
+    "fit_stage",
+    "interrupts_as_keyboard_interrupt",
+    "predict_trainer",
+    "step_generator",
+]

@@ -168,7 +168,11 @@ def score_heads(
     module = HeadClassifier(components.transformer, latents, embeds, chunk_size, num_queries, seed)
     pairs = _pairs(timesteps, len(prompts))
     if trainer is not None:
-        trainer.predict(module, dataloaders=torch.utils.data.DataLoader(pairs, batch_size=1), return_predictions=False)
+        from effivmt.training.trainer import interrupts_as_keyboard_interrupt
+
+        with interrupts_as_keyboard_interrupt(trainer):
+            loader = torch.utils.data.DataLoader(pairs, batch_size=1)
+            trainer.predict(module, dataloaders=loader, return_predictions=False)
     else:
         with torch.no_grad():
             for i, pair in enumerate(pairs):
