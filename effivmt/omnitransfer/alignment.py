@@ -9,10 +9,15 @@ pretrained ``attn2.to_k/to_v``). The MLLM is tuned with peft LoRA (:meth:`Multim
 
 Frames are preprocessed in torch exactly like ``Qwen2VLImageProcessor``/``Qwen2VLVideoProcessor`` lay patches out
 (``(T/tp, H/(p m), W/(p m), m, m, C, tp, p, p)`` flattened), so no processor object or PIL round trip is needed.
+Frames keep their aspect ratio (Qwen2-VL's ``smart_resize`` under a pixel budget; a 480x832 frame under the
+448x448 budget becomes 336x588, not a squashed square), and the reference video's real frame spacing reaches the
+MLLM's 3D rotary positions through ``second_per_grid_ts``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 
 import torch
@@ -39,6 +44,25 @@ def qwen_patchify(frames: torch.Tensor, patch: int, temporal_patch: int, merge: 
     return x.reshape(gt * gh * gw, c * temporal_patch * patch * patch), [gt, gh, gw]
 
 
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2-VL's frame size rule: sides multiples of ``factor``, area in ``[min_pixels, max_pixels]``, aspect kept.
+
+    Mirrors ``transformers.models.qwen2_vl.image_processing_pil_qwen2_vl.smart_resize`` (tested equal); a copy,
+    because that module path moves between transformers releases.
+    """
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio must be below 200, got {height}x{width}")
+    h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
 class MultimodalAligner(nn.Module):
     """Qwen2.5-VL reading frames, template and prompt; per-task queries; 3-layer MLP connector to ``text_dim``.
 
@@ -46,8 +70,12 @@ class MultimodalAligner(nn.Module):
         mllm: the MLLM and its token ids (:func:`~effivmt.omnitransfer.tiny_qwen.load_mllm`).
         text_dim: Wan's ``text_dim`` (4096 for Wan 2.1), the connector's output width.
         tasks: task templates and ``num_queries``.
-        image_size: ``(H, W)`` frames are resized to before patching; multiples of ``patch_size * merge``.
+        image_size: pixel budget ``(H, W)``: frames keep their aspect ratio and are resized to at most ``H * W``
+            pixels, sides multiples of ``patch_size * merge`` (:func:`smart_resize`); a frame of the budget's
+            own aspect ratio becomes exactly ``(H, W)``.
         num_reference_frames: reference frames the MLLM sees (evenly spaced).
+        fps: frame rate of the reference videos given to :meth:`forward` (their frame spacing in seconds goes to
+            the MLLM's temporal rotary positions).
         connector_hidden: hidden width of the connector (default: ``text_dim``).
     """
 
@@ -59,6 +87,7 @@ class MultimodalAligner(nn.Module):
         image_size: tuple[int, int] = (16, 16),
         num_reference_frames: int = 4,
         connector_hidden: int | None = None,
+        fps: float = 16.0,
     ) -> None:
         super().__init__()
         self.mllm = mllm.model
@@ -66,6 +95,7 @@ class MultimodalAligner(nn.Module):
         self.tasks = tasks or TaskConfig()
         self.image_size = tuple(image_size)
         self.num_reference_frames = num_reference_frames
+        self.fps = fps
         hidden, width = mllm.hidden_size, connector_hidden or text_dim
         step = mllm.vision.patch_size * mllm.vision.spatial_merge_size
         if self.image_size[0] % step or self.image_size[1] % step:
@@ -90,14 +120,26 @@ class MultimodalAligner(nn.Module):
         )
         inject_adapter_in_model(config, self.mllm)
 
+    def release_mllm(self) -> None:
+        """Drop the MLLM (inference, once the aligned context is computed); :meth:`forward` then raises."""
+        self.mllm = None
+        self.ids = dataclasses.replace(self.ids, model=None)
+
     def lora_parameters(self) -> list[nn.Parameter]:
         """The MLLM's LoRA weights (empty before :meth:`add_lora`)."""
         return [p for n, p in self.mllm.named_parameters() if "lora_" in n]
 
+    def frame_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size a ``height x width`` frame is resized to: aspect kept, within the :attr:`image_size` budget."""
+        vis = self.ids.vision
+        factor = vis.patch_size * vis.spatial_merge_size
+        return smart_resize(height, width, factor, factor * factor, self.image_size[0] * self.image_size[1])
+
     def _pixels(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
         """Frames ``(T, 3, H, W)`` in ``[-1, 1]`` -> Qwen patches, after resize and mean/std normalisation."""
         vis = self.ids.vision
-        x = F.interpolate((frames.float() + 1) / 2, size=self.image_size, mode="bicubic", align_corners=False)
+        size = self.frame_size(*frames.shape[-2:])
+        x = F.interpolate((frames.float() + 1) / 2, size=size, mode="bicubic", align_corners=False)
         mean = torch.tensor(self.ids.image_mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.ids.image_std, device=x.device).view(1, 3, 1, 1)
         x = (x.clamp(0, 1) - mean) / std
@@ -122,7 +164,7 @@ class MultimodalAligner(nn.Module):
             tasks: per item, the task of each reference.
         """
         ids, merge2 = self.ids, self.ids.vision.spatial_merge_size**2
-        rows, images, videos, image_grid, video_grid = [], [], [], [], []
+        rows, images, videos, image_grid, video_grid, seconds = [], [], [], [], [], []
         for b, prompt in enumerate(prompts):
             px, grid = self._pixels(first_frame[b : b + 1])
             images.append(px)
@@ -134,6 +176,9 @@ class MultimodalAligner(nn.Module):
                 pv, vgrid = self._pixels(ref[b][:, index].transpose(0, 1))
                 videos.append(pv)
                 video_grid.append(vgrid)
+                # seconds per temporal patch: tp sampled frames, (f - 1) / (n - 1) source frames apart, at fps
+                spacing = (f - 1) / (len(index) - 1) if len(index) > 1 else 1.0
+                seconds.append(self.ids.vision.temporal_patch_size * spacing / self.fps)
                 row += [ids.vision_start_id] + [ids.video_token_id] * (pv.shape[0] // merge2) + [ids.vision_end_id]
             template = " and ".join(self.tasks.templates[t] for t in tasks[b])
             row += self._text(template) + self._text(prompt)
@@ -151,7 +196,11 @@ class MultimodalAligner(nn.Module):
             image_grid_thw=torch.tensor(image_grid),
         )
         if videos:
-            out.update(pixel_values_videos=torch.cat(videos), video_grid_thw=torch.tensor(video_grid))
+            out.update(
+                pixel_values_videos=torch.cat(videos),
+                video_grid_thw=torch.tensor(video_grid),
+                second_per_grid_ts=torch.tensor(seconds),
+            )
         return out
 
     def forward(
@@ -165,6 +214,8 @@ class MultimodalAligner(nn.Module):
 
         Every item must have the same number of tasks (one per reference video).
         """
+        if self.mllm is None:
+            raise RuntimeError("the MLLM was released (release_mllm); compute the aligned context before releasing")
         counts = {len(t) for t in tasks}
         if len(counts) != 1 or counts != {len(references)}:
             raise ValueError(f"each item needs one task per reference ({len(references)}), got {list(tasks)}")

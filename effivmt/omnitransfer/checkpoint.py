@@ -12,6 +12,7 @@ stage to stage and into ``effivmt transfer --checkpoint``. Lightning ``.ckpt`` f
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -29,13 +30,21 @@ def parameter_groups(model: nn.Module) -> dict[str, dict[str, nn.Parameter]]:
     """``{"dit": transformer.blocks.*, "connector": aligner.queries + aligner.connector.*, "mllm_lora": ...}``."""
     groups: dict[str, dict[str, nn.Parameter]] = {"dit": {}, "connector": {}, "mllm_lora": {}}
     for name, param in model.named_parameters():
-        if name.startswith("transformer.blocks."):
-            groups["dit"][name] = param
-        elif name == "aligner.queries" or name.startswith("aligner.connector."):
-            groups["connector"][name] = param
-        elif name.startswith("aligner.mllm.") and "lora_" in name:
-            groups["mllm_lora"][name] = param
+        group = _group_of(name)
+        if group is not None:
+            groups[group][name] = param
     return groups
+
+
+def _group_of(name: str) -> str | None:
+    """The :func:`parameter_groups` group a parameter name belongs to (``None``: frozen, in no group)."""
+    if name.startswith("transformer.blocks."):
+        return "dit"
+    if name == "aligner.queries" or name.startswith("aligner.connector."):
+        return "connector"
+    if name.startswith("aligner.mllm.") and "lora_" in name:
+        return "mllm_lora"
+    return None
 
 
 def set_stage_trainable(model: nn.Module, stage: int) -> list[nn.Parameter]:
@@ -94,10 +103,30 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, o
             meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k != "format"}
             return {k: f.get_tensor(k) for k in f.keys()}, meta
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state = ckpt.get("state_dict", ckpt)
-    hparams = ckpt.get("hyper_parameters", {}) or {}
-    meta = {k: hparams[k] for k in ("lora_rank", "lora_alpha") if k in hparams}
-    return {k.removeprefix("model."): v for k, v in state.items()}, meta
+    state = {k.removeprefix("model."): v for k, v in ckpt.get("state_dict", ckpt).items()}
+    return state, _ckpt_metadata(ckpt.get("hyper_parameters") or {}, state)
+
+
+#: settings of the training module that inference needs (the rest of its hyper-parameters are training-only).
+CKPT_SETTINGS = ("stage", "lora_rank", "lora_alpha", "num_reference_frames", "mllm_image_size", "tasks")
+
+
+def _ckpt_metadata(hparams: dict, state: dict[str, torch.Tensor]) -> dict[str, object]:
+    """The ``omnitransfer.safetensors`` metadata of a Lightning ``.ckpt``: its hyper-parameters, then its shapes.
+
+    A ``.ckpt`` whose hyper-parameters lack ``tasks`` (the module stores only plain types) still says how many
+    queries per task it learnt: ``aligner.queries`` is ``(tasks, num_queries, hidden)``.
+    """
+    meta: dict[str, object] = {k: hparams[k] for k in CKPT_SETTINGS if hparams.get(k) is not None}
+    tasks = meta.get("tasks")
+    if not isinstance(tasks, dict):
+        tasks = {}
+    queries = state.get("aligner.queries")
+    if queries is not None and queries.ndim == 3:
+        tasks = {**tasks, "num_queries": int(queries.shape[1])}
+    if tasks:
+        meta["tasks"] = tasks
+    return meta
 
 
 def read_metadata(path: str | Path) -> dict[str, object]:
@@ -111,13 +140,27 @@ def read_metadata(path: str | Path) -> dict[str, object]:
     return read_weights(path)[1]
 
 
-def load_weights(model: nn.Module, path: str | Path) -> dict[str, object]:
+def file_stage(meta: dict[str, object]) -> int | None:
+    """The training stage a weights file comes from (``None``: not recorded, e.g. a hand-made file)."""
+    stage = meta.get("stage")
+    return int(stage) if isinstance(stage, int | float | str) and str(stage).isdigit() else None
+
+
+def load_weights(model: nn.Module, path: str | Path, groups: Sequence[str] | None = None) -> dict[str, object]:
     """Load a weights file into ``model`` (adding the MLLM LoRA first if the file has one); returns its metadata.
+
+    Args:
+        model: the :class:`~effivmt.omnitransfer.model.OmniTransferModel`.
+        path: ``omnitransfer.safetensors`` or a Lightning ``.ckpt``.
+        groups: load only these :func:`parameter_groups` (e.g. ``("dit",)`` for a model without the aligner);
+            ``None``: every tensor of the file.
 
     Raises:
         AdapterMismatchError: keys the model lacks (e.g. connector weights but no aligner) or shape mismatches.
     """
     state, meta = read_weights(path)
+    if groups is not None:
+        state = {k: v for k, v in state.items() if _group_of(k) in groups}
     aligner = getattr(model, "aligner", None)
     if any(".lora_" in k for k in state) and aligner is not None:
         rank = next(v.shape[0] for k, v in state.items() if "lora_A" in k)

@@ -5,19 +5,24 @@ the denoising loop. The reference record (:class:`~effivmt.omnitransfer.attentio
 per generation when ``cache_reference=True`` (the default) and reused by every step and by both halves of
 classifier-free guidance, which is valid because the reference branch sees neither the noisy target nor the
 prompt.
+
+Memory: once the features are computed (UMT5 text, CLIP images, Qwen2.5-VL aligned context, reference latents),
+:meth:`OmniTransferPipeline.release_encoders` frees or offloads UMT5, CLIP and Qwen2.5-VL, so the denoising loop
+holds only the transformer, the reference record and the VAE (for the final decode). ``sample(...,
+release_encoders=True)`` does it inside a generation.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
 
 from effivmt.backbone import WanComponents, load_wan
-from effivmt.errors import ConfigError
+from effivmt.errors import ConfigError, EffivmtError
 from effivmt.omnitransfer.alignment import MultimodalAligner
 from effivmt.omnitransfer.attention import ReferenceKV
 from effivmt.omnitransfer.encoders import encode_image, encode_text
@@ -49,6 +54,8 @@ class OmniTransferPipeline:
 
     wan: WanComponents
     model: OmniTransferModel
+    released: list[str] = field(default_factory=list)
+    """Encoders freed by :meth:`release_encoders` (asking them for features afterwards raises)."""
 
     @classmethod
     def load(
@@ -60,6 +67,7 @@ class OmniTransferPipeline:
         tasks: TaskConfig | None = None,
         mllm_image_size: tuple[int, int] | None = None,
         num_reference_frames: int = 4,
+        fps: float = 16.0,
         dtype: str = "fp32",
         device: str = "cpu",
         seed: int = 0,
@@ -71,8 +79,9 @@ class OmniTransferPipeline:
             mllm: local Qwen2.5-VL folder; ``None``: the tiny random Qwen2.5-VL.
             use_mllm: build the aligner (stage 1 and ablations train without it).
             tasks: task flags, offsets, templates, queries per task.
-            mllm_image_size: frame size the MLLM sees; default 16x16 (tiny) or 448x448 (a real Qwen2.5-VL).
+            mllm_image_size: pixel budget of the MLLM's frames (aspect kept); default 16x16 (tiny) or 448x448.
             num_reference_frames: reference frames the MLLM sees.
+            fps: frame rate of the reference videos (their frame spacing reaches the MLLM's positions).
             dtype: Wan transformer / text encoder dtype.
             device: where everything goes.
             seed: seed of the tiny models.
@@ -88,7 +97,7 @@ class OmniTransferPipeline:
             with torch.random.fork_rng(devices=[]):  # queries and connector start the same for a given seed
                 torch.manual_seed(seed + 10)
                 aligner = MultimodalAligner(
-                    mllm_parts, wan.transformer.config.text_dim, tasks, size, num_reference_frames
+                    mllm_parts, wan.transformer.config.text_dim, tasks, size, num_reference_frames, fps=fps
                 ).to(device)
         return cls(wan, OmniTransferModel(wan.transformer, aligner, tasks))
 
@@ -104,13 +113,52 @@ class OmniTransferPipeline:
                 part.to(device)
         return self
 
+    def release_encoders(self, offload_to: str | torch.device | None = None) -> list[str]:
+        """Free (``offload_to=None``) or move UMT5, CLIP and the MLLM once their features are computed.
+
+        The denoising loop needs none of them: the reference record and the contexts are tensors by then. On Wan
+        2.1 I2V 14B in bf16 that is UMT5-XXL (~11 GB), CLIP ViT-H (~1.3 GB) and Qwen2.5-VL-7B (~16.6 GB). Freed
+        encoders are gone for this pipeline (a later feature request raises); offloaded ones can be moved back
+        with :meth:`to` (the MLLM with the model).
+
+        Returns:
+            The names of the encoders released.
+        """
+        names = []
+        for name in ("text_encoder", "image_encoder"):
+            part = getattr(self.wan, name)
+            if part is not None:
+                if offload_to is None:
+                    setattr(self.wan, name, None)
+                else:
+                    part.to(offload_to)
+                names.append(name)
+        aligner = self.model.aligner
+        if aligner is not None and aligner.mllm is not None:
+            if offload_to is None:
+                aligner.release_mllm()
+            else:
+                aligner.mllm.to(offload_to)
+            names.append("mllm")
+        if offload_to is None:
+            self.released += names
+        return names
+
+    def _check_encoder(self, name: str) -> None:
+        if name in self.released:
+            raise EffivmtError(
+                f"the {name} was freed by release_encoders()", "compute every feature before releasing the encoders"
+            )
+
     # ------------------------------------------------------------------------------------------ conditioning
     def _clip(self, frames: torch.Tensor) -> torch.Tensor | None:
+        self._check_encoder("image_encoder")
         if self.wan.image_encoder is None or self.model.transformer.config.image_dim is None:
             return None
         return encode_image(self.wan.image_encoder, self.wan.image_processor, frames).to(self.device)
 
     def _text(self, prompts: list[str]) -> torch.Tensor:
+        self._check_encoder("text_encoder")
         return encode_text(self.wan.text_encoder, self.wan.tokenizer, prompts).to(self.device)
 
     def encode_first_frame(
@@ -161,6 +209,7 @@ class OmniTransferPipeline:
         """Target cross-attention text context ``(B, 512, text_dim)``: padded aligned MLLM features, or UMT5."""
         if source == "text" or self.model.aligner is None:
             return self._text(prompts)
+        self._check_encoder("mllm")
         return pad_context(self.model.aligner(first_frame, videos, prompts, tasks))
 
     # ------------------------------------------------------------------------------------------ sampling
@@ -181,6 +230,7 @@ class OmniTransferPipeline:
         source: ContextSource = "mllm",
         reference_prompt: str | None = None,
         noise: torch.Tensor | None = None,
+        release_encoders: bool = False,
     ) -> torch.Tensor:
         """Denoise a target latent ``(1, n, f, h, w)`` from the first frame ``(1, 3, H, W)`` and the references.
 
@@ -188,6 +238,8 @@ class OmniTransferPipeline:
             cache_reference: build the reference keys/values once (``True``) or at every step (``False``, the
                 reference result the cache is tested against; same numbers, more time).
             noise: initial latent noise (default: drawn from ``seed``).
+            release_encoders: free UMT5, CLIP and the MLLM once the features are computed, before denoising
+                (:meth:`release_encoders`; a one-shot generation such as ``effivmt transfer``).
         """
         dev = self.device
         first_frame, videos = first_frame.to(dev), [r.to(dev) for r in references]
@@ -199,6 +251,8 @@ class OmniTransferPipeline:
             ctx = torch.cat([ctx, neg])
             image = None if image is None else torch.cat([image, image])
             cond = torch.cat([cond, cond])
+        if release_encoders:
+            self.release_encoders()
         n = self.wan.vae.config.z_dim
         if noise is None:
             g = torch.Generator().manual_seed(seed)

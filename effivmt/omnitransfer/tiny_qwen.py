@@ -45,6 +45,11 @@ TINY_QWEN_VISION: dict[str, Any] = dict(
     tokens_per_second=2,
 )
 
+#: The oldest transformers this module runs on (pyproject.toml's floor says the same; a test keeps them equal):
+#: Qwen2.5-VL with ``.model.language_model`` needs 4.52, ``rope_parameters`` in its config 5.0, and the 3D rotary
+#: positions of image/video tokens read from ``mm_token_type_ids`` (what :mod:`alignment` passes) 5.3.
+MIN_TRANSFORMERS = "5.3"
+
 #: OpenAI CLIP normalisation, Qwen2-VL's image processor default.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

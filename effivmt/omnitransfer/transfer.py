@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +14,51 @@ import torch
 from effivmt.errors import ConfigError, VideoError
 from effivmt.io import write_json_atomic
 
+log = logging.getLogger(__name__)
+
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 _VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov"}
+
+#: options of ``effivmt transfer`` that may be given once per task (``--reference A.mp4 --reference B.mp4``).
+REPEATABLE: tuple[str, ...] = ("--reference",)
+#: what the hint of a task/reference count mismatch tells a command-line user to type (tested to parse).
+REFERENCE_LIST_HINT = "--reference '[A.mp4,B.mp4]'"
+
+
+def merge_repeated(argv: Sequence[str], options: Sequence[str] = REPEATABLE) -> list[str]:
+    """Fold every occurrence of a repeatable option into one JSON list: ``--reference A --reference B`` ->
+    ``--reference '["A", "B"]'``.
+
+    jsonargparse keeps only the last value of a repeated list option (``B``), and its append form ``--reference+``
+    is not accepted behind a subcommand, so a command line is rewritten before parsing. An option given once is
+    left alone; ``--option=value`` is understood too.
+    """
+    argv = list(argv)
+    values: dict[str, list[str]] = {}
+    spots: dict[str, list[tuple[int, int]]] = {}  # option -> (index, tokens it spans)
+    i = 0
+    while i < len(argv):
+        name, sep, value = argv[i].partition("=")
+        if name in options and (sep or i + 1 < len(argv)):
+            values.setdefault(name, []).append(value if sep else argv[i + 1])
+            spots.setdefault(name, []).append((i, 1 if sep else 2))
+            i += 1 if sep else 2
+            continue
+        i += 1
+    drop: set[int] = set()
+    first: dict[int, list[str]] = {}
+    for name, where in spots.items():
+        if len(where) < 2:
+            continue
+        first[where[0][0]] = [name, json.dumps(values[name])]
+        drop |= {j for i, n in where for j in range(i, i + n)}
+    out = []
+    for i, arg in enumerate(argv):
+        if i in first:
+            out += first[i]
+        elif i not in drop:
+            out.append(arg)
+    return out
 
 
 def load_first_frame(path: Path, height: int, width: int) -> torch.Tensor:
@@ -59,7 +105,8 @@ def transfer(
     fps: float = 16.0,
     reference_prompt: str | None = None,
     cache_reference: bool = True,
-    use_mllm: bool = True,
+    use_mllm: bool | None = None,
+    keep_encoders: bool = False,
     dtype: str = "fp32",
     device: str = "cpu",
 ) -> Path:
@@ -73,7 +120,8 @@ def transfer(
         prompt: what the target video shows.
         out: output video (``.mp4``); a ``.json`` beside it records the settings and timings.
         checkpoint: trained OmniTransfer weights (``omnitransfer.safetensors`` from training, or a ``.ckpt``);
-            without it the model is the untrained backbone (useful only for smoke tests).
+            without it the model is the untrained backbone (useful only for smoke tests). Its task settings
+            (queries per task, flags, MLLM frame size) are read from the file.
         model: diffusers-format Wan 2.1 I2V folder; empty: the tiny random model.
         mllm: Qwen2.5-VL folder; empty: the tiny random Qwen2.5-VL.
         num_frames: target frames, ``1 + 4k`` (default 81, or 9 with the tiny model); references are read at this
@@ -89,6 +137,9 @@ def transfer(
             reference stays independent of the target and is cached once).
         cache_reference: compute the reference keys/values once per generation (same result, faster).
         use_mllm: target context from Qwen2.5-VL + connector (``False``: UMT5 of the prompt, as in stage 1).
+            Default: from the checkpoint's stage (a stage-1 file trained no connector, so UMT5), else ``True``.
+        keep_encoders: keep UMT5, CLIP and Qwen2.5-VL in memory while denoising (default: free them once
+            their features are computed; on a 14B GPU run that is ~30 GB back for the denoising loop).
         dtype: model dtype (``bf16`` on GPUs).
         device: ``cpu`` or ``cuda``.
 
@@ -96,7 +147,7 @@ def transfer(
         ``out``.
     """
     from effivmt.data.video import check_frame_count, load_clip, write_video
-    from effivmt.omnitransfer.checkpoint import load_weights, read_metadata
+    from effivmt.omnitransfer.checkpoint import file_stage, load_weights, read_metadata
     from effivmt.omnitransfer.pipeline import OmniTransferPipeline
     from effivmt.omnitransfer.reference import decode_latents
     from effivmt.omnitransfer.tasks import TaskConfig, parse_tasks
@@ -106,7 +157,7 @@ def transfer(
     if len(references) != len(tasks):
         raise ConfigError(
             f"{len(tasks)} task(s) ({'+'.join(tasks)}) but {len(references)} reference video(s)",
-            "pass one --reference per task, in the same order",
+            f"give one reference per task, in the same order; on the command line: {REFERENCE_LIST_HINT}",
         )
     out = Path(out)
     if out.suffix.lower() not in _VIDEO_SUFFIXES:
@@ -116,6 +167,7 @@ def transfer(
     height, width = height or (32 if tiny else 480), width or (32 if tiny else 832)
     start = time.perf_counter()
     meta = read_metadata(checkpoint) if checkpoint is not None else {}  # train with N queries -> infer with N
+    use_mllm = _context_source(checkpoint, file_stage(meta), use_mllm)
     size = meta.get("mllm_image_size")
     pipe = OmniTransferPipeline.load(
         model,
@@ -124,11 +176,12 @@ def transfer(
         tasks=TaskConfig(**meta["tasks"]) if "tasks" in meta else None,
         mllm_image_size=tuple(size) if size else None,
         num_reference_frames=int(meta.get("num_reference_frames", 4)),
+        fps=fps,
         dtype=dtype,
         device=device,
     )
     if checkpoint is not None:
-        load_weights(pipe.model, checkpoint)
+        load_weights(pipe.model, checkpoint, groups=None if use_mllm else ("dit",))
     pipe.model.eval()
     frame = load_first_frame(first_frame, height, width)
     clip_args = dict(num_frames=num_frames, height=height, width=width, fps=fps, frame_mode="first", allow_fewer=True)
@@ -147,6 +200,7 @@ def transfer(
         cache_reference=cache_reference,
         source="mllm" if use_mllm else "text",
         reference_prompt=reference_prompt,
+        release_encoders=not keep_encoders,
     )
     sampled = time.perf_counter()
     video = decode_latents(pipe.wan.vae, latents)
@@ -160,7 +214,9 @@ def transfer(
             "prompt": prompt,
             "checkpoint": str(checkpoint) if checkpoint else None,
             "model": str(model) if model else "tiny",
-            "mllm": str(mllm) if mllm else ("tiny" if use_mllm else None),
+            "mllm": (str(mllm) if mllm else "tiny") if use_mllm else None,
+            "target_context": "mllm" if use_mllm else "text",
+            "checkpoint_stage": file_stage(meta),
             "num_frames": num_frames,
             "height": height,
             "width": width,
@@ -176,3 +232,21 @@ def transfer(
         },
     )
     return out
+
+
+def _context_source(checkpoint: Path | None, stage: int | None, use_mllm: bool | None) -> bool:
+    """Whether the target context comes from the MLLM: a stage-1 file never trained the connector.
+
+    Raises:
+        ConfigError: ``use_mllm=True`` with a stage-1 file (its connector and queries are still random).
+    """
+    if stage == 1:
+        if use_mllm:
+            raise ConfigError(
+                f"{checkpoint} is a stage-1 file: its connector and task queries were never trained",
+                "drop --use_mllm (stage-1 weights read the prompt through UMT5) or give a stage-2/3 file",
+            )
+        if use_mllm is None:
+            log.info("%s is a stage-1 file: target context from UMT5 (its connector was never trained)", checkpoint)
+        return False
+    return True if use_mllm is None else use_mllm

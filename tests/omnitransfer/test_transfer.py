@@ -29,7 +29,7 @@ def test_transfer_writes_video_and_settings(tmp_path, synthetic_manifest):
 def test_transfer_help_line_and_errors(tmp_path, synthetic_manifest):
     assert transfer.__doc__.splitlines()[0].startswith("Transfer a reference video's motion")
     ref = synthetic_manifest.parent / "motion-reference.mp4"
-    with pytest.raises(ConfigError, match="one --reference per task"):
+    with pytest.raises(ConfigError, match="one reference per task"):
         transfer("id+motion", ref, ref, "p", tmp_path / "o.mp4")
     with pytest.raises(ConfigError, match="--out must end in"):
         transfer("motion", ref, ref, "p", tmp_path / "o.gif")
