@@ -38,8 +38,9 @@ def plain_json(value: Any) -> Any:
         return value
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, functools.partial):
-        return {"class_path": _qualname(value.func), "init_args": plain_json(dict(value.keywords))}
+    if isinstance(value, functools.partial):  # jsonargparse's OptimizerCallable: partial(wrapper, cls, **init_args)
+        target = value.args[0] if value.args and isinstance(value.args[0], type) else value.func
+        return {"class_path": _qualname(target), "init_args": plain_json(dict(value.keywords))}
     if callable(value) and hasattr(value, "__qualname__"):
         return _qualname(value)
     return {"class_path": _qualname(type(value)), "init_args": plain_json(dict(getattr(value, "__dict__", {})))}

@@ -265,37 +265,90 @@ def _prepare(plan: RunPlan):
     return frames, info
 
 
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold ``OUT/run.lock`` (``flock``) for the whole run: a second run into the same folder is refused at once.
+
+    Only global rank 0 locks: the other ranks of a multi-process stage re-run the command into the same folder.
+    """
+    import fcntl
+
+    from effivmt.training.strategies import is_global_zero
+
+    if not is_global_zero():
+        yield
+        return
+    with open(out / "run.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = (handle.read().split() or ["?"])[-1]
+            raise ConfigError(
+                f"{out} is in use by another effivmt run (pid {holder})",
+                "wait for it to finish, or choose another --out",
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _recorded(out: Path) -> dict:
+    try:
+        return json.loads((out / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def run_clip(plan: RunPlan) -> Path:
-    """Run the plan's stages for its clip in order, skipping those already done; returns the run folder."""
+    """Run the plan's stages for its clip in order, skipping those already done; returns the run folder.
+
+    A folder whose kept stages were made with other inputs is refused (:mod:`effivmt.vmt.fingerprint`), and a
+    folder another run is writing into is refused (``run.lock``); both before ``run.json`` is touched.
+    """
     from effivmt.attention import install_processors
     from effivmt.training.record import RunRecord
     from effivmt.training.strategies import is_global_zero
+    from effivmt.vmt.fingerprint import check_reuse, file_digest, stage_inputs
 
     out = plan.out
     frames, info = _prepare(plan)
+    inputs = stage_inputs(plan, file_digest(info.path))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"cannot create output folder {out}: {err.strerror}", "choose a writable --out") from err
-    record = RunRecord(out, plan.config)
-    # the scales generation uses, and what `effivmt export --merge` defaults to: one default, written down
-    record.data["adapter_scales"] = {"spatial": plan.generate.scale_spatial, "temporal": plan.generate.scale_temporal}
-    clip = {"path": str(info.path), "frames": info.num_frames, "size": list(info.size), "fps": info.fps}
-    record.record("clip", **clip, notes=info.notes)
-    components = load_model(plan.model)
-    # the same modules whether or not this process ran the heads stage: DDP ranks > 0 and resumed runs skip it,
-    # and DDP hangs when the ranks' buffers differ (the heads stage swaps WanRotaryPosEmbed for PositionalRope)
-    install_processors(components.transformer)
-    # the frozen VAE and text encoder work on the accelerator (heads, cache, generation) and wait on the CPU meanwhile
-    device = _encode_device(plan.trainer.accelerator)
-    scores = _head_scores(plan, record, frames, components, device)
-    cache = _clip_cache(out, frames, components, plan.clip_prompt, device)
-    _adapters(plan, record, scores, cache, components)
-    if not is_global_zero():
-        return out
-    _export(plan, record, components.transformer)
-    _generate(plan, record, frames, components, device)
-    print_summary(out, record)
+    with _locked(out):
+        stale = check_reuse(out, _recorded(out), inputs)
+        record = RunRecord(out, plan.config)
+        record.data["inputs"] = inputs
+        for name in stale:  # export/generate made with other inputs: run them again
+            record.data["stages"].get(name, {})["status"] = "stale"
+        # the scales generation uses, and what `effivmt export --merge` defaults to: one default, written down
+        record.data["adapter_scales"] = {
+            "spatial": plan.generate.scale_spatial,
+            "temporal": plan.generate.scale_temporal,
+        }
+        clip = {"path": str(info.path), "frames": info.num_frames, "size": list(info.size), "fps": info.fps}
+        record.record("clip", **clip, notes=info.notes)
+        components = load_model(plan.model)
+        # the same modules whether or not this process ran the heads stage: DDP ranks > 0 and resumed runs skip it,
+        # and DDP hangs when the ranks' buffers differ (the heads stage swaps WanRotaryPosEmbed for PositionalRope)
+        install_processors(components.transformer)
+        # the frozen VAE and text encoder work on the accelerator (heads, cache, generation), wait on the CPU meanwhile
+        device = _encode_device(plan.trainer.accelerator)
+        scores = _head_scores(plan, record, frames, components, device)
+        cache = _clip_cache(out, frames, components, plan.clip_prompt, device)
+        _adapters(plan, record, scores, cache, components)
+        if not is_global_zero():
+            return out
+        _export(plan, record, components.transformer)
+        _generate(plan, record, frames, components, device)
+        print_summary(out, record)
     return out
 
 
