@@ -61,6 +61,20 @@ def test_quickstart_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
         assert list((out / "logs" / name).glob("events.out.tfevents.*"))
     with safe_open(str(out / "adapters" / "pytorch_lora_weights.safetensors"), "pt") as f:
         assert all(k.startswith("transformer.blocks.") for k in f.keys())
+    # issue 12 item 9: ComfyUI reads the original Wan layout only ("lora key not loaded" for transformer.* keys)
+    with safe_open(str(out / "adapters" / "comfyui_lora.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all(k.startswith("diffusion_model.blocks.") for k in keys)
+    assert {k.rsplit(".", 2)[-2] + "." + k.rsplit(".", 1)[-1] for k in keys} >= {"lora_down.weight", "lora_up.weight"}
+    assert any(k.endswith(".alpha") for k in keys)
+    # one default: `export --merge` folds in the scales the run generated with, recorded in run.json
+    assert json.loads((out / "run.json").read_text())["adapter_scales"] == {"spatial": 0.0, "temporal": 1.0}
+    assert cli.main(["export", str(out), "--merge", "--out", str(tmp_path / "merged.safetensors")]) == 0
+    with (
+        safe_open(str(tmp_path / "merged.safetensors"), "pt") as a,
+        safe_open(str(out / "adapters" / "pytorch_lora_weights.safetensors"), "pt") as b,
+    ):
+        assert set(a.keys()) == set(b.keys()) and all(a.get_tensor(k).equal(b.get_tensor(k)) for k in a.keys())
     samples = list((out / "samples").glob("*.mp4"))
     assert len(samples) == 1 and samples[0].stat().st_size > 0
     run = json.loads((out / "run.json").read_text())
