@@ -57,6 +57,20 @@ class ReferenceKV:
         """References recorded so far (the count of layer 0)."""
         return len(self.store.get(0, []))
 
+    def recorder(self, slot: int) -> ReferenceRecorder:
+        """The hook that records reference ``slot`` (idempotent per layer; see :class:`ReferenceRecorder`)."""
+        return ReferenceRecorder(self, slot)
+
+    def nbytes(self, reference: int | None = None) -> int:
+        """Bytes the record holds: every layer's ``K`` and ``V``, of one reference slot or (``None``) of all.
+
+        Per reference it is ``2 * layers * B * N_ref * heads * head_dim * element size``: 2 x 40 x 32,760 x 5,120
+        x 2 bytes = 26.8 GB for one 81x480x832 reference on Wan 2.1 14B in bf16 (``docs/omnitransfer-memory.md``).
+        """
+        slots = self.store.values()
+        pairs = [kv for refs in slots for kv in (refs if reference is None else refs[reference : reference + 1])]
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in pairs)
+
     def detach(self) -> ReferenceKV:
         """A copy whose tensors are cut from the autograd graph (inference caches)."""
         out = ReferenceKV()
@@ -74,6 +88,30 @@ class ReferenceKV:
         keys = torch.cat([key, *(_expand(k, batch).to(key.dtype) for k, _ in refs)], dim=1)
         values = torch.cat([value, *(_expand(v, batch).to(value.dtype) for _, v in refs)], dim=1)
         return processor.attend(query, keys, values)
+
+
+class ReferenceRecorder:
+    """The record side of a :class:`ReferenceKV` for one reference slot: ``store[layer][slot] = (K, V)``.
+
+    Writing by slot, not appending, makes the record idempotent per layer, so the reference branch can run under
+    activation checkpointing: when the backward pass recomputes a reference block, its keys/values overwrite the
+    (equal) ones already stored instead of adding a second copy that the target would then attend to.
+    """
+
+    def __init__(self, kv: ReferenceKV, slot: int) -> None:
+        self.kv = kv
+        self.slot = slot
+
+    def __call__(self, processor, attn, query, key, value, encoder_hidden_states) -> torch.Tensor:
+        """The ``reference`` hook: self-attention over the reference's own tokens; keys/values stored."""
+        refs = self.kv.store.setdefault(processor.layer, [])
+        if self.slot < len(refs):
+            refs[self.slot] = (key, value)
+        elif self.slot == len(refs):
+            refs.append((key, value))
+        else:
+            raise RuntimeError(f"reference slot {self.slot} recorded before slot {len(refs)} (layer {processor.layer})")
+        return processor.attend(query, key, value)
 
 
 class JointMask:

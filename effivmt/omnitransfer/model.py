@@ -139,6 +139,23 @@ class OmniTransferModel(nn.Module):
             context = torch.cat([image_ctx, context], dim=1)
         return temb, proj, context
 
+    def _per_token_condition(
+        self, timestep: torch.Tensor, lengths: Sequence[int], text: torch.Tensor, image: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-token ``temb`` ``(B, N, dim)`` and modulation ``(B, N, 6, dim)`` of ``[target; refs...]``.
+
+        Only two timesteps occur (``t`` on the target's ``lengths[0]`` tokens, 0 on the references), so the time
+        embedding MLP runs on ``2B`` rows, not on ``B * N`` tokens, and the rows are then gathered per token.
+        """
+        b = timestep.shape[0]
+        distinct = torch.cat([timestep, torch.zeros_like(timestep)])  # (2B,): target t, then reference 0
+        temb, proj, context = self._condition(distinct, text, image)
+        which = torch.repeat_interleave(
+            torch.tensor([0, 1], device=temb.device), torch.tensor([lengths[0], sum(lengths[1:])], device=temb.device)
+        )
+        rows = torch.arange(b, device=temb.device)[:, None] + b * which[None]  # (B, N): row of each token
+        return temb[rows], proj[rows], context
+
     def _blocks(self, hidden, context, proj, rope, state, states: list | None = None, checkpoint: bool = True):
         """Run every Wan block with ``state`` on its self-attention; append block outputs to ``states`` if given.
 
@@ -198,13 +215,14 @@ class OmniTransferModel(nn.Module):
         grids = [self.grid(r) for r in references]
         _, ref_positions = self.positions(target_grid, tasks, grids)
         kv = ReferenceKV()
-        for ref, pos, text, image in zip(references, ref_positions, contexts, images, strict=True):
+        for slot, (ref, pos, text, image) in enumerate(zip(references, ref_positions, contexts, images, strict=True)):
             zero = torch.zeros(ref.shape[0], device=ref.device)
             _, proj, context = self._condition(zero, text, image)
             collected = [] if states is not None else None
             rope = self.rope(pos, ref.device)
-            # no checkpointing here: a recomputed record would append its keys/values twice
-            self._blocks(self._embed(ref), context, proj, rope, kv, collected, checkpoint=False)
+            # checkpointed like the target when gradient checkpointing is on: the recorder writes by slot, so a
+            # block recomputed in the backward pass overwrites its keys/values rather than appending a copy
+            self._blocks(self._embed(ref), context, proj, rope, kv.recorder(slot), collected)
             if states is not None:
                 states.append(collected)
         kv.mode = "replay"
@@ -258,10 +276,8 @@ class OmniTransferModel(nn.Module):
         tgt_pos, ref_pos = self.positions(grid, tasks, grids)
         tokens = [self._embed(target)] + [self._embed(r) for r in references]
         lengths = [t.shape[1] for t in tokens]
-        n, b = sum(lengths), target.shape[0]
-        steps = torch.zeros(b, n, device=target.device)
-        steps[:, : lengths[0]] = timestep.expand(b)[:, None].to(steps)
-        temb, proj, ctx = self._condition(steps, context, image, seq_len=n)
+        b = target.shape[0]
+        temb, proj, ctx = self._per_token_condition(timestep.expand(b), lengths, context, image)
         if any(p.ndim == 3 for p in ref_pos):
             tgt_pos = tgt_pos.expand(b, -1, -1)
             ref_pos = [p.expand(b, -1, -1) for p in ref_pos]
