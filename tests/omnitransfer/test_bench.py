@@ -1,18 +1,45 @@
 import importlib.util
 from pathlib import Path
 
+import torch
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_omnitransfer.py"
 
 
-def test_bench_runs_on_the_tiny_preset(capsys):
-    """The benchmark prints one JSON line; cached and recomputed reference K/V give the same target output."""
-    import json
-
+def _bench():
     spec = importlib.util.spec_from_file_location("bench_omnitransfer", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    report = bench.main(["--preset", "tiny", "--steps", "1"])
+    return bench
+
+
+def test_bench_runs_on_the_tiny_preset(capsys):
+    """One JSON line: per-step and amortised ratios for one and two references; cache and recompute agree."""
+    import json
+
+    report = _bench().main(["--preset", "tiny", "--steps", "1", "--generation_steps", "10"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report
-    assert set(report["ms_per_step"]) == {"joint_full", "decoupled_recompute", "decoupled_cached"}
-    assert report["cached_vs_recompute_max_abs_diff"] == 0.0
+    for case in (report, report["two_references"]):
+        assert set(case["ms_per_step"]) == {"joint_full", "decoupled_recompute", "decoupled_cached"}
+        assert case["cached_vs_recompute_max_abs_diff"] == 0.0
+        ms, gen = case["ms_per_step"], case["generation_ms"]
+        assert abs(gen["joint_full"] - 10 * ms["joint_full"]) < 0.2
+        assert abs(gen["decoupled_cached"] - (case["one_time_reference_ms"] + 10 * ms["decoupled_cached"])) < 0.2
     assert report["target_tokens"] == report["reference_tokens"] == 12
+    assert report["two_references"]["references"] == 2 and report["two_references"]["tasks"] == "id+motion"
+    # 2 layers x (K + V) x 12 tokens x 4 heads x 12 dims x 4 bytes per reference
+    assert report["cache_bytes"] == 2 * 2 * 12 * 48 * 4 and report["two_references"]["cache_bytes"] == 2 * 9216
+
+
+def test_joint_baseline_embeds_each_distinct_timestep_once(pipe, branch_inputs):
+    """The time-embedding MLP sees 2B rows (t and 0 per item), not one row per token of ``[target; refs]``."""
+    target, refs, _, _, ctx, img = branch_inputs(pipe.model, batch=2, tasks=("id", "motion"))
+    rows = []
+    embedder = pipe.model.transformer.condition_embedder.time_embedder
+    handle = embedder.register_forward_pre_hook(lambda mod, args: rows.append(args[0].shape[:-1].numel()))
+    try:
+        with torch.no_grad():
+            pipe.model.joint_forward(target, torch.tensor([500.0]), refs, ["id", "motion"], ctx, img)
+    finally:
+        handle.remove()
+    assert rows == [4]  # old: 2 items x (12 + 12 + 12) tokens = 72
