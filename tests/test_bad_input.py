@@ -353,3 +353,11 @@ def test_ctrl_c_exits_130_with_one_resume_hint(tmp_path, capsys, caplog, monkeyp
     assert "Detected KeyboardInterrupt" not in captured.err + captured.out + caplog.text
     assert json.loads((out / "run.json").read_text())["stages"]["spatial"]["status"] == "interrupted"
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_pure_half_precision_training_is_refused(tmp_path, capsys):
+    """Issue 12 item 10: bf16-true would train the adapters in bf16, where lr-1e-5 updates round away."""
+    out = tmp_path / "out"
+    err = fails(capsys, ["run", str(_training_recipe(tmp_path)), "--out", str(out), "--trainer.precision", "bf16-true"])
+    assert "trainer.precision=bf16-true would train the adapter weights in half precision" in err
+    assert "use bf16-mixed" in err and not out.exists()

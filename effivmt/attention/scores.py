@@ -39,7 +39,9 @@ def template_masses(
     s = h * w
     q = query[:, query_index].transpose(1, 2).float()  # (B, heads, c, D)
     k = key.transpose(1, 2).float()  # (B, heads, N, D)
-    probs = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)  # (B, heads, c, N)
+    # under bf16-mixed the forward runs in autocast, which would do this matmul in bf16 despite .float()
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        probs = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)  # (B, heads, c, N)
     probs = probs.unflatten(-1, (f, s))  # (B, heads, c, F, HW)
     frame = torch.div(query_index, s, rounding_mode="floor").to(probs.device)
     spot = (query_index % s).to(probs.device)

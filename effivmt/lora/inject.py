@@ -278,7 +278,8 @@ def inject_weights(
 ) -> None:
     """Add ``weights`` as a new peft adapter ``name``, active beside the others at ``scale``.
 
-    The new factors are frozen unless ``trainable``; what else was trainable stays so.
+    The new factors are frozen unless ``trainable``; what else was trainable stays so. They are float32 whatever
+    the base's dtype (mixed precision), so the loaded values are exactly the file's.
 
     Raises:
         AdapterMismatchError: a key or shape that does not fit (checked before anything changes).
@@ -292,6 +293,12 @@ def inject_weights(
     previous = _active_adapters(transformer)
     flags = {p: p.requires_grad for p in transformer.parameters()}
     _quiet_add_adapter(transformer, LoraConfig(**weights.lora_config_kwargs()), name)
+    # adapters stay fp32 beside a bf16/fp16 base, as in training (peft would create them in the base's dtype and round
+    # the loaded values): a frozen spatial adapter reloaded for a resumed temporal stage must equal the trained one
+    for _, layer in _tuner_layers(transformer):
+        for factors in (layer.lora_A, layer.lora_B):
+            if name in factors:
+                factors[name].float()
     result = set_peft_model_state_dict(transformer, weights.state_dict, adapter_name=name)
     unexpected = [k for k in result.unexpected_keys if ".lora_" in k]
     missing = [k for k in result.missing_keys if ".lora_" in k and f".{name}." in k]

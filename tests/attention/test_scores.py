@@ -35,6 +35,21 @@ def test_chunked_scores_equal_brute_force(grid, chunk):
     torch.testing.assert_close(temporal[0], ref_temporal, rtol=1e-5, atol=1e-5)
 
 
+def test_scores_stay_float32_under_bf16_autocast():
+    """Issue 12 item 10: a bf16-mixed predict trainer runs the forward in autocast; the score softmax must not drop
+    to bf16 (it did despite ``.float()``: errors of ~1e-2 against the float64 reference). Same 1e-5 as above."""
+    torch.manual_seed(0)
+    grid = (4, 3, 5)
+    query, key = (torch.randn(2, 2, 60, 3, 8) * 3).unbind(0)
+    capture = ScoreCapture(num_layers=1, num_heads=3, chunk_size=7, grid=grid)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        capture.update(0, query.bfloat16(), key.bfloat16())
+    spatial, temporal = capture.scores()
+    ref_spatial, ref_temporal = brute_force_scores(query.bfloat16().float(), key.bfloat16().float(), grid)
+    torch.testing.assert_close(spatial[0], ref_spatial, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(temporal[0], ref_temporal, rtol=1e-5, atol=1e-5)
+
+
 def test_uniform_attention_scores_one_on_both():
     grid = (3, 2, 2)
     query = torch.zeros(1, 12, 2, 4)

@@ -186,3 +186,18 @@ def test_peft_adapter_folder_round_trip(tiny_t2v, adapted, inputs, tmp_path):
     ref = copy.deepcopy(adapted)
     set_adapter_scales(ref, {"temporal": 1.0})
     torch.testing.assert_close(t(**inputs)[0], ref(**inputs)[0], rtol=0, atol=1e-6)
+
+
+def test_adapter_reloaded_into_a_bf16_base_is_the_fp32_one_saved(tiny_t2v, adapted, tmp_path):
+    """Issue 12 item 10: a frozen spatial adapter reloaded for a resumed temporal stage came back bf16 under a bf16
+    base (fp32 in an uninterrupted run), so a resumed run trained against other weights. Now it loads as float32,
+    bit-identical to what was saved."""
+    save_peft_adapter(adapted, "spatial", tmp_path / "spatial")
+    saved = adapter_state_dict(adapted, "spatial")
+    assert all(v.dtype == torch.float32 for v in saved.values())
+    base = copy.deepcopy(tiny_t2v.transformer).to(torch.bfloat16)
+    load_peft_adapter(base, tmp_path / "spatial", "spatial")
+    loaded = adapter_state_dict(base, "spatial")
+    assert loaded.keys() == saved.keys()
+    for key, value in saved.items():
+        assert loaded[key].dtype == torch.float32 and torch.equal(loaded[key], value), key
