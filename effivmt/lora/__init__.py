@@ -15,9 +15,11 @@ from effivmt.lora.inject import (
     inject_weights,
     load_adapter_state_dict,
     load_peft_adapter,
+    mask_group_grads,
     save_peft_adapter,
     set_adapter_scales,
     set_trainable_adapter,
+    zero_outside_groups,
 )
 from effivmt.lora.load import detect_format, load_lora, read_lora
 
@@ -44,6 +46,7 @@ __all__ = [
     "load_adapter_state_dict",
     "load_lora",
     "load_peft_adapter",
+    "mask_group_grads",
     "merge_weights",
     "read_lora",
     "read_run_adapters",
@@ -51,4 +54,5 @@ __all__ = [
     "save_peft_adapter",
     "set_adapter_scales",
     "set_trainable_adapter",
+    "zero_outside_groups",
 ]

@@ -6,6 +6,10 @@ heads is zero-init plus gradient masks: lora_B rows of q/k/v and lora_A columns 
 start at 0 and receive a 0 gradient, so AdamW leaves them at exactly 0 (zero moments give a zero step, and
 decoupled weight decay of 0 is 0). The mask lives on the factor module as a non-persistent buffer
 ``effivmt_mask`` (it follows ``.to()`` and stays out of state dicts).
+
+The gradient hooks sit on the LoRA parameters, and under FSDP (``use_orig_params=True``) the forward runs on views
+of the flat parameter, so they never fire. Training therefore also calls :func:`mask_group_grads` before each
+optimizer step and :func:`zero_outside_groups` after it, which hold whatever the strategy.
 """
 
 from __future__ import annotations
@@ -101,6 +105,38 @@ def ensure_grad_masks(transformer: nn.Module) -> int:
         weight.requires_grad_(flag)
         module._effivmt_hooked = weakref.ref(weight)
     return count
+
+
+def _masked_factors(transformer: nn.Module):
+    """``(weight, mask)`` of every masked LoRA factor; the mask is ``(out, 1)`` or ``(1, in)``, broadcast on the weight.
+
+    Factors whose weight is not the full matrix here (a sharded slice on another rank) are left out.
+    """
+    for module in transformer.modules():
+        mask = getattr(module, _MASK, None)
+        if mask is None or not isinstance(module, nn.Linear) or module.weight.dim() != 2:
+            continue
+        if all(m in (1, w) for m, w in zip(mask.shape, module.weight.shape)):
+            yield module.weight, mask
+
+
+@torch.no_grad()
+def mask_group_grads(transformer: nn.Module) -> None:
+    """Zero the gradient of every LoRA entry outside its head group (call before the optimizer step).
+
+    Strategy-independent twin of the gradient hooks: FSDP's ``use_orig_params`` forward bypasses them, but the
+    original parameters' ``.grad`` (views into the flat gradient) are what the optimizer reads.
+    """
+    for weight, mask in _masked_factors(transformer):
+        if weight.grad is not None:
+            weight.grad.masked_fill_(~mask.to(weight.grad.device), 0)
+
+
+@torch.no_grad()
+def zero_outside_groups(transformer: nn.Module) -> None:
+    """Set every LoRA entry outside its head group back to exactly 0 (call after the optimizer step)."""
+    for weight, mask in _masked_factors(transformer):
+        weight.masked_fill_(~mask.to(weight.device), 0)
 
 
 _ATTN1 = re.compile(r"blocks\.(\d+)\.attn1\.(to_q|to_k|to_v|to_out\.0)")

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from effivmt.lora import set_trainable_adapter
+from effivmt.lora import mask_group_grads, set_trainable_adapter, zero_outside_groups
 from effivmt.training.args import default_optimizer
 from effivmt.training.flow import add_noise, sample_sigmas, timesteps_from_sigmas, velocity_target
 from effivmt.training.trainer import step_generator
@@ -107,8 +107,14 @@ class WanLoraModule(L.LightningModule):
         dtype = self.transformer.dtype
         return self.transformer(xt.to(dtype), t, embeds.to(dtype), return_dict=False)[0]
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Lightning's step, then out-of-group LoRA entries back to exactly 0 (see :func:`zero_outside_groups`)."""
+        super().optimizer_step(*args, **kwargs)
+        zero_outside_groups(self.transformer)
+
     # -- logging ------------------------------------------------------------------------------------------------
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        mask_group_grads(self.transformer)  # the head split, whatever the strategy (FSDP bypasses the grad hooks)
         grads = [p.grad.detach().float().norm() for p in self.trainable_parameters() if p.grad is not None]
         if grads:
             self.log("train/grad_norm", torch.stack(grads).norm(), on_step=True, prog_bar=False)
