@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -33,31 +34,56 @@ FrameMode = Literal["first", "uniform"]
 _RESIZE_CHUNK = 32
 
 
-def read_video(path: str | Path) -> tuple[torch.Tensor, float]:
-    """Decode every frame of a clip with decord (PyAV where decord opens a clip but cannot copy its frames).
+#: ``(count, fps) -> indices``: which of a clip's frames to decode (all of them when ``None``).
+FramePicker = Callable[[int, float], torch.Tensor]
+#: ``uint8 (n, H, W, 3) -> uint8 (n, h, w, 3)``: applied to each decoded chunk (resizing as the clip is read).
+ChunkTransform = Callable[[torch.Tensor], torch.Tensor]
 
-    The existence and size checks come first because decord can crash the interpreter on some
-    garbage input instead of raising; everything decord does raise becomes a :class:`VideoError`.
-    Frames are decoded at the file's own size and rate; :func:`load_clip` does the rest.
 
-    Args:
-        path: A video file that FFmpeg can read (mp4, webm, mov, ...).
-
-    Returns:
-        ``(frames, fps)``: ``uint8`` frames ``(F, H, W, 3)`` and the container's average frame rate.
-
-    Raises:
-        VideoError: The file is missing, empty, undecodable, has no frames or no frame rate.
-    """
-    import decord
-
-    path = Path(path)
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise VideoError(f"clip not found: {path}", "check the path (relative paths start at the current folder)")
     if not path.is_file():
         raise VideoError(f"clip is not a file: {path}", "pass a video file, not a folder")
     if path.stat().st_size == 0:
         raise VideoError(f"clip is empty (0 bytes): {path}", "the file was probably not fully written; copy it again")
+
+
+def _check_stream(path: Path, count: int, fps: float) -> None:
+    if not count:
+        raise VideoError(f"clip has no frames: {path}", "re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4")
+    if not math.isfinite(fps) or fps <= 0:
+        raise VideoError(f"clip has no frame rate: {path}", "re-encode it with one, e.g. ffmpeg -i IN -r 16 OUT.mp4")
+
+
+def decode_frames(
+    path: str | Path,
+    pick: FramePicker | None = None,
+    transform: ChunkTransform | None = None,
+    chunk_size: int = _RESIZE_CHUNK,
+) -> tuple[torch.Tensor, float, int]:
+    """Decode only the frames ``pick`` asks for, ``chunk_size`` at a time, each chunk through ``transform``.
+
+    Peak memory is one chunk at the file's size plus the output, not the whole clip at the file's size (a minute of
+    4K is ~45 GB decoded). decord seeks to the frames; where it opens a clip but cannot copy its frames, PyAV decodes
+    the stream once and keeps the wanted frames.
+
+    Args:
+        path: a video file FFmpeg can read (mp4, webm, mov, ...).
+        pick: ``(count, fps) -> indices`` into the file's frames (sorted or not, repeats allowed); default all.
+        transform: applied to each decoded ``uint8 (n, H, W, 3)`` chunk, e.g. the resize to the training size.
+        chunk_size: frames decoded at once.
+
+    Returns:
+        ``(frames, fps, count)``: the picked frames (transformed), the file's frame rate and frame count.
+
+    Raises:
+        VideoError: the file is missing, empty, undecodable, has no frames or no frame rate.
+    """
+    import decord
+
+    path = Path(path)
+    _check_file(path)  # before decord: it can crash the interpreter on some garbage input instead of raising
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
         count, fps = len(reader), float(reader.get_avg_fps())
@@ -66,21 +92,40 @@ def read_video(path: str | Path) -> tuple[torch.Tensor, float]:
             raise VideoError(f"clip has no frames: {path}", "the file holds no video stream; re-export it") from err
         raise _decode_error(path, err) from err
     try:
-        frames = torch.from_numpy(reader.get_batch(list(range(count))).asnumpy()) if count else None
+        if count:
+            _check_stream(path, count, fps)
+        index = torch.arange(count) if pick is None or not count else pick(count, fps)
+        chunks = []
+        for start in range(0, len(index), chunk_size):
+            part = index[start : start + chunk_size].tolist()
+            chunk = torch.from_numpy(reader.get_batch(part).asnumpy())
+            chunks.append(transform(chunk) if transform else chunk)
+        frames = torch.cat(chunks) if chunks else None
     except (decord.DECORDError, RuntimeError) as err:
         # decord 0.6 opens but cannot copy out frames of some widths (16, 24, 48, 72 px: a row-padding
         # size check); PyAV decodes them, and a file that PyAV cannot decode either is reported as corrupt
         try:
-            frames, fps = _read_with_av(path)
+            frames, fps, count = _read_with_av(path, pick, transform)
+        except VideoError:
+            raise
         except Exception:  # any PyAV failure means the same thing here
             raise _decode_error(path, err) from err
-        count = frames.shape[0]
     finally:
         del reader
-    if not count:
-        raise VideoError(f"clip has no frames: {path}", "re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4")
-    if not math.isfinite(fps) or fps <= 0:
-        raise VideoError(f"clip has no frame rate: {path}", "re-encode it with one, e.g. ffmpeg -i IN -r 16 OUT.mp4")
+    _check_stream(path, count, fps)
+    return frames, fps, count
+
+
+def read_video(path: str | Path) -> tuple[torch.Tensor, float]:
+    """Decode every frame of a clip at the file's own size and rate (:func:`load_clip` reads only what it needs).
+
+    Returns:
+        ``(frames, fps)``: ``uint8`` frames ``(F, H, W, 3)`` and the container's average frame rate.
+
+    Raises:
+        VideoError: The file is missing, empty, undecodable, has no frames or no frame rate.
+    """
+    frames, fps, _ = decode_frames(path)
     return frames, fps
 
 
@@ -104,17 +149,33 @@ def _decode_error(path: Path, err: Exception) -> VideoError:
     )
 
 
-def _read_with_av(path: Path) -> tuple[torch.Tensor, float]:
-    """Decode every frame of the first video stream with PyAV (the fallback of :func:`read_video`)."""
+def _read_with_av(
+    path: Path, pick: FramePicker | None = None, transform: ChunkTransform | None = None
+) -> tuple[torch.Tensor, float, int]:
+    """The PyAV fallback of :func:`decode_frames`: decode the stream once, keep (and transform) the picked frames."""
     import av
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-        arrays = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    if not arrays:
-        return torch.empty((0, stream.height, stream.width, 3), dtype=torch.uint8), float(rate or 0)
-    return torch.from_numpy(np.stack(arrays)), float(rate or 0)
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        count = stream.frames or sum(1 for _ in container.decode(stream))
+    if not count:
+        return torch.empty((0, stream.height, stream.width, 3), dtype=torch.uint8), fps, 0
+    _check_stream(path, count, fps)
+    index = torch.arange(count) if pick is None else pick(count, fps)
+    wanted: dict[int, list[int]] = {}
+    for position, frame in enumerate(index.tolist()):
+        wanted.setdefault(frame, []).append(position)
+    kept: dict[int, torch.Tensor] = {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(container.streams.video[0])):
+            if i in wanted:
+                array = torch.from_numpy(frame.to_ndarray(format="rgb24"))[None]
+                kept[i] = transform(array)[0] if transform else array[0]
+    missing = [i for i in wanted if i not in kept]
+    if missing:
+        raise VideoError(f"clip {path} has fewer frames than its header says", "re-encode it")
+    return torch.stack([kept[i] for i in index.tolist()]), fps, count
 
 
 def resample_fps(frames: torch.Tensor, src_fps: float, dst_fps: float) -> torch.Tensor:
@@ -137,11 +198,15 @@ def resample_fps(frames: torch.Tensor, src_fps: float, dst_fps: float) -> torch.
     count = frames.shape[0]
     if src_fps == dst_fps or count == 0:
         return frames
+    return frames[resample_index(count, src_fps, dst_fps)]
+
+
+def resample_index(count: int, src_fps: float, dst_fps: float) -> torch.Tensor:
+    """The source frames :func:`resample_fps` keeps: ``floor(k * src / dst + 0.5)`` for ``round(F * dst / src)`` k."""
     step = src_fps / dst_fps
     # floor(x + 0.5) rounds halves up (Python's round() rounds them to even): 427 frames 25 -> 16 fps gives 273
     out = max(1, math.floor(count / step + 0.5))
-    index = torch.floor(torch.arange(out, dtype=torch.float64) * step + 0.5).long().clamp_(max=count - 1)
-    return frames[index]
+    return torch.floor(torch.arange(out, dtype=torch.float64) * step + 0.5).long().clamp_(max=count - 1)
 
 
 def valid_frame_count(n: int) -> int:
@@ -378,32 +443,46 @@ def load_clip(
             check_multiple_of_16(name, value)
     if fps is not None and fps <= 0:
         raise ConfigError(f"fps must be positive, got {fps}", "pass fps=None to keep the clip's own rate")
-    frames, src_fps = read_video(path)
-    src_frames, src_size = frames.shape[0], (frames.shape[1], frames.shape[2])
     notes: list[str] = []
+    chosen: dict[str, Any] = {}
 
-    out_fps = src_fps
-    if fps is not None and fps != src_fps:
-        frames = resample_fps(frames, src_fps, fps)
-        out_fps = float(fps)
-        notes.append(f"resampled {src_fps} -> {out_fps} fps ({src_frames} -> {frames.shape[0]} frames)")
+    def pick(count: int, src_fps: float) -> torch.Tensor:
+        """The frames the clip will give, from its frame count and rate alone: decoded before anything else."""
+        if "index" in chosen:  # asked again by the PyAV fallback
+            return chosen["index"]
+        index, out_fps = torch.arange(count), src_fps
+        if fps is not None and fps < src_fps:
+            index, out_fps = resample_index(count, src_fps, fps), float(fps)
+            notes.append(f"resampled {src_fps} -> {out_fps} fps ({count} -> {len(index)} frames)")
+        elif fps is not None and fps > src_fps:  # repeating frames would teach the motion LoRA a judder
+            notes.append(f"clip is {src_fps} fps, below fps={fps}: kept at {src_fps} fps (no frame is repeated)")
+        available, want = len(index), num_frames
+        if want is None:
+            want = valid_frame_count(available)
+            if want != available:
+                notes.append(f"clip has {available} frames; using {want} (1 + 4k)")
+        elif available < want and allow_fewer:
+            fewer = valid_frame_count(available)
+            notes.append(f"clip has {available} frames, fewer than num_frames={want}; using {fewer} (1 + 4k)")
+            want = fewer
+        index = fit_frame_count(index, want, frame_mode)
+        if frame_mode == "uniform" and want < available:
+            notes.append(f"sampled {want} of {available} frames uniformly")
+        chosen.update(fps=out_fps, num_frames=want, index=index)
+        return index
 
-    available = frames.shape[0]
-    if num_frames is None:
-        num_frames = valid_frame_count(available)
-        if num_frames != available:
-            notes.append(f"clip has {available} frames; using {num_frames} (1 + 4k)")
-    elif available < num_frames and allow_fewer:
-        fewer = valid_frame_count(available)
-        notes.append(f"clip has {available} frames, fewer than num_frames={num_frames}; using {fewer} (1 + 4k)")
-        num_frames = fewer
-    frames = fit_frame_count(frames, num_frames, frame_mode)
-    if frame_mode == "uniform" and num_frames < available:
-        notes.append(f"sampled {num_frames} of {available} frames uniformly")
+    def fit(chunk: torch.Tensor) -> torch.Tensor:
+        chosen.setdefault("src_size", (chunk.shape[1], chunk.shape[2]))
+        chunk, note = _fit_size(chunk, height, width)
+        chosen.setdefault("size_note", note)
+        return chunk
 
-    frames, note = _fit_size(frames, height, width)
-    notes += [note] if note else []
+    # 8 frames at a time: a chunk is resized in float32, 8 x 4 bytes per pixel of the crop
+    frames, src_fps, src_frames = decode_frames(path, pick, fit, chunk_size=8)
+    if chosen.get("size_note"):
+        notes.append(chosen["size_note"])
     size = (frames.shape[1], frames.shape[2])
+    num_frames, out_fps, src_size = chosen["num_frames"], chosen["fps"], chosen["src_size"]
 
     video = frames.permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)
     info = ClipInfo(Path(path), src_fps, src_frames, src_size, out_fps, num_frames, size, notes)

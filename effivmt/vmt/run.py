@@ -180,9 +180,17 @@ def _train_adapter(plan: RunPlan, name: str, scores, cache, components) -> None:
         )
     if settings.max_steps > 0:
         _offload(components, "cpu")
-        probe = SampleFramesLogger(
-            cache.video_latents, cache.prompt_embeds, lambda z: decode_latents(components, z), settings.sample_every
-        )
+
+        def decode_where_it_is(z: torch.Tensor) -> torch.Tensor:
+            """The probe's few latent frames decoded on their own device; the VAE goes back to the CPU after."""
+            home = next(components.vae.parameters()).device
+            components.vae.to(z.device)
+            try:
+                return decode_latents(components, z).cpu()
+            finally:
+                components.vae.to(home)
+
+        probe = SampleFramesLogger(cache.video_latents, cache.prompt_embeds, decode_where_it_is, settings.sample_every)
         datamodule = ClipDataModule(cache, settings.max_steps * settings.accumulate_grad_batches)
         fit_stage(name, module, datamodule, settings, plan.trainer, plan.out, [probe])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -273,3 +274,54 @@ def test_load_clip_checks_arguments_before_decoding(tmp_path):
         load_clip(missing, height=100)
     with pytest.raises(EffivmtError):
         load_clip(missing, fps=0)
+
+
+# --- real clips, real sizes (issue 12, item 11) -----------------------------------------------------------------------
+
+
+def test_raising_the_frame_rate_never_repeats_frames(tmp_path):
+    """An 8 fps clip asked for at 16 fps stays at 8 fps (before: every frame twice, a judder the LoRA learns)."""
+    from effivmt.data.synthetic import moving_shapes
+
+    path = write_video(tmp_path / "slow.mp4", moving_shapes(17, 32, 32, speed=2.0, seed=3).frames, fps=8.0)
+    video, info = load_clip(path, fps=16.0, height=32, width=32)
+    assert info.fps == 8.0 and info.num_frames == 17 and video.shape[1] == 17
+    assert any("kept at 8.0 fps" in note for note in info.notes), info.notes
+    frames = to_uint8_frames(video)
+    assert all(not torch.equal(frames[i], frames[i + 1]) for i in range(16))
+
+
+LONG_CLIP_PROBE = """
+import resource, sys
+from pathlib import Path
+import torch
+from effivmt.data.video import load_clip
+path = Path(sys.argv[1])
+load_clip(path, num_frames=5, height=32, width=32, fps=None)  # warm up decord and the libraries
+Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (VmHWM)
+video, info = load_clip(path, num_frames=17, height=64, width=64, fps=12.0, frame_mode="uniform")
+assert video.shape == (3, 17, 64, 64), video.shape
+status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+print(int(status["VmHWM"].split()[0]) - int(status["VmRSS"].split()[0]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to reset the peak RSS")
+def test_long_clip_is_read_without_decoding_it_whole(tmp_path):
+    """600 frames of 240x416 (180 MB decoded) cut to 17 frames of 64x64: the peak above the final RSS stays under
+    60 MB, because only the 17 frames are decoded, 8 at a time, each chunk resized as it is read. Before, the whole
+    clip was decoded at its own size first (peak ~ +360 MB: the clip and its resampled copy)."""
+    import subprocess
+    import sys
+
+    from effivmt.data.synthetic import moving_shapes
+
+    clip = moving_shapes(600, 240, 416, speed=1.0, seed=0).frames
+    path = write_video(tmp_path / "long.mp4", clip, fps=24.0)
+    del clip
+    probe = tmp_path / "probe.py"
+    probe.write_text(LONG_CLIP_PROBE)
+    result = subprocess.run([sys.executable, str(probe), str(path)], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    peak_above_kb = int(result.stdout.strip().splitlines()[-1])
+    assert peak_above_kb < 60 * 1024, f"peak {peak_above_kb / 1024:.0f} MB above the final RSS"
