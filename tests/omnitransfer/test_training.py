@@ -100,6 +100,12 @@ def test_tiny_recipe_trains_three_stages_then_transfers(tmp_path, synthetic_mani
     for stage in (1, 2, 3):
         assert (tmp_path / "run" / f"stage{stage}" / "omnitransfer.safetensors").is_file()
         assert (tmp_path / "run" / "checkpoints" / f"stage{stage}" / "last.ckpt").is_file()
+    # one trainer builder for both methods (issue 12, item 2): OmniTransfer writes run.json like `effivmt run`
+    import json
+
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert all(record["stages"][f"stage{k}"]["status"] == "done" for k in (1, 2, 3))
+    assert record["config"]["stage1"]["max_steps"] == 1 and record["versions"]["torch"]
     s1, _ = read_weights(tmp_path / "run" / "stage1" / "omnitransfer.safetensors")
     s2, _ = read_weights(tmp_path / "run" / "stage2" / "omnitransfer.safetensors")
     s3, meta = read_weights(weights)
