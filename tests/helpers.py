@@ -10,10 +10,10 @@ SAMPLE_CLIP = Path(__file__).resolve().parents[1] / "data" / "clips" / "moving-s
 LABELS = [["spatial", "temporal", "spatial", "temporal"], ["temporal", "spatial", "temporal", "spatial"]]
 
 
-def trainer(tmp_path, steps):
+def trainer(tmp_path, steps, **overrides):
     import lightning as L
 
-    return L.Trainer(
+    settings = dict(
         max_steps=steps,
         accelerator="cpu",
         devices=1,
@@ -25,6 +25,7 @@ def trainer(tmp_path, steps):
         max_epochs=-1,
         default_root_dir=tmp_path,
     )
+    return L.Trainer(**{**settings, **overrides})
 
 
 def effective_weights(transformer):

@@ -151,6 +151,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(video):
         torch.testing.assert_close(ga[name], gb[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight:UserWarning")  # rms_norm's slow path
 def test_one_bf16_mixed_step_at_paper_lr_moves_every_trainable_tensor(video):
     """Issue 12 item 10: in pure bf16 at lr 1e-5, 79% of the weights never moved (the update rounds away). The
     trained blocks now stay float32 beside the bf16 base; one bf16-autocast step (what bf16-mixed does) moves

@@ -172,8 +172,6 @@ def test_accumulated_micro_batches_draw_their_own_samples(components, synthetic_
     Before, the step generator was seeded by the optimizer step only, so the 3 micro-batches of a step repeated
     one sample. 2 steps x 3 micro-batches must give 6 different noise levels.
     """
-    import lightning as L
-
     import effivmt.vmt.lora_module as base
 
     transformer = components.transformer
@@ -182,17 +180,7 @@ def test_accumulated_micro_batches_draw_their_own_samples(components, synthetic_
     sigmas, real = [], base.sample_sigmas
     monkeypatch.setattr(base, "sample_sigmas", lambda *a, **k: sigmas.append(real(*a, **k)) or sigmas[-1])
     module = TemporalLoRAModule(transformer, sampler=UniformStride(9), active_adapters=["temporal"])
-    fit = L.Trainer(
-        max_steps=2,
-        accumulate_grad_batches=3,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    fit = trainer(tmp_path, 2, accumulate_grad_batches=3)
     fit.fit(module, datamodule=ClipDataModule(synthetic_cache, 6))
     drawn = [float(s) for s in sigmas]
     assert len(drawn) == 6 and len(set(drawn)) == 6, drawn
