@@ -165,8 +165,10 @@ def resolve_model_path(path: str | Path | None, variant: Variant = "t2v") -> str
 
     if path is None:
         path = os.environ.get(DEFAULT_MODEL_ENV, "micro")
-        if variant == "i2v":  # no micro I2V yet (issue 11 of the tracker): the random tiny one
+        if variant == "i2v":  # no micro I2V yet: the random tiny one
             return "tiny"
+    if str(path) == "tiny":
+        return "tiny"
     if str(path) == "micro":
         if not micro_available():
             raise ModelFolderError(
@@ -176,3 +178,31 @@ def resolve_model_path(path: str | Path | None, variant: Variant = "t2v") -> str
             )
         return micro_path()
     return path
+
+
+def check_model_path(path: str | Path | None, variant: Variant = "t2v") -> str | Path:
+    """Resolve ``path`` (:func:`resolve_model_path`) and, for a folder, check it is a Wan one; no weights are read."""
+    resolved = resolve_model_path(path, variant)
+    if resolved != "tiny":
+        check_wan_folder(resolved)
+    return resolved
+
+
+def model_identity(path: str | Path | None, variant: Variant = "t2v") -> str:
+    """What a run was made with, for fingerprints: ``tiny``, or a folder with a digest of its configs and weights'
+    sizes, so that re-pretrained micro weights (or another folder at the same path) count as another model."""
+    import hashlib
+
+    resolved = resolve_model_path(path, variant)
+    if resolved == "tiny":
+        return "tiny"
+    folder = Path(resolved)
+    digest = hashlib.sha256()
+    for file in sorted(folder.rglob("*")):
+        if file.is_file():
+            digest.update(str(file.relative_to(folder)).encode())
+            digest.update(file.read_bytes() if file.suffix == ".json" else str(file.stat().st_size).encode())
+            if file.suffix == ".safetensors":
+                with open(file, "rb") as f:
+                    digest.update(f.read(1 << 16))
+    return f"{folder}@{digest.hexdigest()[:12]}"

@@ -16,11 +16,11 @@ not part of its inputs, so a re-run on another machine or with more logging resu
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 from effivmt.errors import ConfigError
+from effivmt.io import as_path
 from effivmt.training.record import plain_json
 from effivmt.vmt.plan import RunPlan
 
@@ -52,10 +52,10 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _model(plan: RunPlan) -> dict[str, Any]:
-    """The model as far as the plan names it (``path: null`` means whatever the default model is here)."""
-    path = plan.model.path
-    name = str(path) if path is not None else f"default:{os.environ.get('EFFIVMT_DEFAULT_MODEL', 'micro')}"
-    return {"path": name, "dtype": plan.model.dtype, "seed": plan.model.seed}
+    """The model the plan resolves to, with a digest of its folder (``path: null`` is the default model here)."""
+    from effivmt.backbone.wan import model_identity
+
+    return {"path": model_identity(as_path(plan.model.path)), "dtype": plan.model.dtype, "seed": plan.model.seed}
 
 
 def stage_inputs(plan: RunPlan, clip_digest: str) -> dict[str, dict[str, Any]]:

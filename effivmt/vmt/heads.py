@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -30,6 +31,25 @@ log = logging.getLogger("effivmt")
 DEFAULT_TIMESTEPS = (950, 750, 500)
 
 
+Normalization = Literal["uniform", "raw"]
+
+
+def normalized(
+    spatial: torch.Tensor, temporal: torch.Tensor, grid: tuple[int, int, int] | None, normalization: Normalization
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scores the rule compares. ``uniform``: as stored (mass / uniform mass, DESIGN.md); ``raw``: the masses
+    themselves, ``S * share`` with shares ``H*W/N`` (spatial) and ``(F-1)/N`` (temporal) of a ``(F, H, W)`` grid."""
+    if normalization == "uniform":
+        return spatial, temporal
+    if normalization != "raw":
+        raise ValueError(f"unknown normalization {normalization!r}; use 'uniform' or 'raw'")
+    if grid is None:
+        raise ValueError("raw scores need the token grid the scores were taken on")
+    f, h, w = grid
+    n = f * h * w
+    return spatial * (h * w / n), temporal * ((f - 1) / n)
+
+
 @dataclass
 class HeadScores:
     """Normalised template scores ``(layers, heads)`` and the labels they give."""
@@ -41,6 +61,7 @@ class HeadScores:
     rule: Rule = "paper"
     timesteps: list[int] = field(default_factory=list)
     grid: tuple[int, int, int] | None = None
+    normalization: Normalization = "uniform"
 
     @property
     def num_layers(self) -> int:
@@ -59,7 +80,8 @@ class HeadScores:
         """Same scores, labels recomputed with another ``alpha`` / ``rule`` (no model pass)."""
         alpha = self.alpha if alpha is None else alpha
         rule = self.rule if rule is None else rule
-        return replace(self, alpha=alpha, rule=rule, labels=classify_heads(self.spatial, self.temporal, alpha, rule))
+        labels = classify_heads(*normalized(self.spatial, self.temporal, self.grid, self.normalization), alpha, rule)
+        return replace(self, alpha=alpha, rule=rule, labels=labels)
 
     def to_json(self, clip: str | None = None) -> dict:
         """The ``heads.json`` layout of the EffiVMT issue."""
@@ -73,6 +95,7 @@ class HeadScores:
             "clip": clip,
             "timesteps": list(self.timesteps),
             "grid": list(self.grid) if self.grid else None,
+            "normalization": self.normalization,
         }
 
     @classmethod
@@ -85,6 +108,7 @@ class HeadScores:
             rule=data.get("rule", "paper"),
             timesteps=data.get("timesteps", []),
             grid=tuple(data["grid"]) if data.get("grid") else None,
+            normalization=data.get("normalization", "uniform"),
         )
 
 
@@ -153,6 +177,7 @@ def score_heads(
     num_queries: int | None = None,
     seed: int = 0,
     trainer: L.Trainer | None = None,
+    normalization: Normalization = "uniform",
 ) -> HeadScores:
     """Classify every head of ``components.transformer`` on one clip.
 
@@ -178,14 +203,16 @@ def score_heads(
             for i, pair in enumerate(pairs):
                 module.predict_step(pair, i)
     spatial, temporal = module.capture.scores()
+    grid = tuple(module.capture.grid)
     return HeadScores(
         spatial,
         temporal,
-        classify_heads(spatial, temporal, alpha, rule),
+        classify_heads(*normalized(spatial, temporal, grid, normalization), alpha, rule),
         alpha,
         rule,
         [int(t) for t in timesteps],
-        module.capture.grid,
+        grid,
+        normalization,
     )
 
 
@@ -229,6 +256,7 @@ def classify_clip(
         args.chunk_size,
         args.num_queries,
         trainer=trainer,
+        normalization=args.normalization,
     )
     write_heads(out, scores, clip)
     n_sp, n_t = scores.counts()

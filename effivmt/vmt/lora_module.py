@@ -29,6 +29,9 @@ class WanLoraModule(L.LightningModule):
         optimizer: optimizer factory over the trainable parameters.
         lr_scheduler: optional scheduler factory.
         shift: Wan's timestep shift for sampling noise levels.
+        timestep_range: train only on Wan timesteps in ``[lo, hi]`` (the shifted draw is mapped into it);
+            ``(600, 1000)`` keeps the high-noise steps that fix motion, as "Timestep-Constrained One-Shot
+            Video Motion Customization" does. ``None``: all of 0..1000.
         seed: base seed of the per-step generator.
         gradient_checkpointing: recompute Wan blocks in the backward pass (saves activation memory).
     """
@@ -43,6 +46,7 @@ class WanLoraModule(L.LightningModule):
         shift: float = 3.0,
         seed: int = 0,
         gradient_checkpointing: bool = False,
+        timestep_range: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         self.transformer = transformer
@@ -51,6 +55,7 @@ class WanLoraModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.shift = shift
+        self.timestep_range = timestep_range
         self.seed = seed
         self.gradient_checkpointing = gradient_checkpointing
         self.strict_loading = False
@@ -100,6 +105,9 @@ class WanLoraModule(L.LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x_t, t, v)`` for clean latents ``x0`` (DESIGN.md, "Flow matching")."""
         sigma = sample_sigmas(x0.shape[0], self.shift, generator)
+        if self.timestep_range is not None:
+            lo, hi = (t / 1000.0 for t in self.timestep_range)
+            sigma = lo + (hi - lo) * sigma
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         return add_noise(x0, noise, sigma), timesteps_from_sigmas(sigma).to(x0.device), velocity_target(x0, noise)
 

@@ -40,7 +40,7 @@ class ModelArgs:
     """Which Wan 2.1 to load."""
 
     path: AnyPath | None = None
-    """Local diffusers-format Wan 2.1 T2V folder; empty for the tiny embedded model."""
+    """Local diffusers-format Wan 2.1 T2V folder; empty: the packaged micro Wan; ``tiny``: the random test model."""
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Dtype of the transformer and text encoder (the VAE stays fp32)."""
     seed: int = 0
@@ -88,6 +88,11 @@ class HeadsArgs:
     """Queries per chunk: extra memory is heads x chunk_size x tokens floats per layer."""
     num_queries: int | None = None
     """Sample this many query tokens per pass (empty: all)."""
+    normalization: Literal["uniform", "raw"] = "uniform"
+    """'uniform': each template's attention mass over what uniform attention puts there (the paper's wording);
+    'raw': the masses themselves (the released code compares raw masses over templates of similar area)."""
+    split: bool = True
+    """False (ablation "no head split"): every head belongs to both adapters, so each stage trains all heads."""
 
     def __post_init__(self) -> None:
         if self.alpha <= 0:
@@ -106,11 +111,17 @@ class LoraStageArgs(StageArgs):
     """Log a strip of reconstructed frames to TensorBoard every this many steps (0: only at the end)."""
     shift: float = 3.0
     """Wan's timestep shift for sampling training noise levels."""
+    timestep_range: tuple[float, float] | None = None
+    """Train only on Wan timesteps in [lo, hi] (e.g. [600, 1000]: high noise only); empty: all of 0..1000."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.sample_every < 0:
             raise ConfigError(f"sample_every must be >= 0, got {self.sample_every}")
+        if self.timestep_range is not None:
+            lo, hi = self.timestep_range
+            if not 0 <= lo < hi <= 1000:
+                raise ConfigError(f"timestep_range must satisfy 0 <= lo < hi <= 1000, got {list(self.timestep_range)}")
 
 
 @dataclass
@@ -240,10 +251,9 @@ class RunPlan:
         from effivmt.training.trainer import check_trainer
 
         check_trainer(self.trainer)
-        if self.model.path is not None:
-            from effivmt.backbone.wan import check_wan_folder
+        from effivmt.backbone.wan import check_model_path
 
-            check_wan_folder(as_path(self.model.path))
+        check_model_path(as_path(self.model.path))
         probe = torch.nn.Parameter(torch.zeros(1))
         for name in ("spatial", "temporal"):
             if name not in self.stages:

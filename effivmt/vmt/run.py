@@ -158,12 +158,15 @@ def _train_adapter(plan: RunPlan, name: str, scores, cache, components) -> None:
     transformer = components.transformer
     with torch.random.fork_rng(devices=[]):  # the same initial adapter in a resumed run and on every rank
         torch.manual_seed(plan.seed + 1 + (name == "temporal"))
-        add_head_group_adapter(transformer, name, scores.labels, name, plan.lora)
+        # without the split (ablation) every head is in this stage's group
+        labels = scores.labels if plan.heads.split else [[name] * len(row) for row in scores.labels]
+        add_head_group_adapter(transformer, name, labels, name, plan.lora)
     cast_training_params(transformer, torch.float32)  # fp32 adapter weights under a bf16 base model
     common = dict(
         optimizer=settings.optimizer,
         lr_scheduler=settings.lr_scheduler,
         shift=settings.shift,
+        timestep_range=settings.timestep_range,
         seed=plan.seed,
         gradient_checkpointing=plan.trainer.gradient_checkpointing,
         active_adapters=adapter_names(transformer),
@@ -362,13 +365,11 @@ def run_clip(plan: RunPlan) -> Path:
 
 def classify_only(plan: RunPlan) -> Path:
     """``effivmt heads``: stage 1 alone into ``plan.out`` (``heads.json``, ``heads.png``); returns ``heads.json``."""
+    from effivmt.backbone.wan import check_model_path
     from effivmt.training.trainer import predict_trainer
     from effivmt.vmt.heads import classify_clip
 
-    if plan.model.path is not None:
-        from effivmt.backbone.wan import check_wan_folder
-
-        check_wan_folder(plan.model.path)
+    check_model_path(plan.model.path)
     frames, _ = read_clip(plan.clip, plan.video)
     components = load_model(plan.model)
     classify_clip(plan.out, components, frames, plan.clip_prompt, plan.heads, predict_trainer(plan.trainer), plan.clip)
