@@ -128,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = _expand_positional(argv)
+    if "transfer" in argv:  # --reference A --reference B -> one list (jsonargparse keeps only the last)
+        from effivmt.omnitransfer.transfer import merge_repeated
+
+        argv = merge_repeated(argv)
     _configure_logging(debug)
 
     command = next((a for a in argv if a in SUBCOMMANDS), None)

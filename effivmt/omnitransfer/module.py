@@ -15,6 +15,7 @@ Only the stage's parameter groups (:data:`~effivmt.omnitransfer.checkpoint.STAGE
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,6 +81,7 @@ class OmniTransferModule(L.LightningModule):
         super().__init__()
         # plain types only, so the .ckpt loads with torch.load(weights_only=True)
         self.save_hyperparameters(ignore=["optimizer", "tasks", "model_path", "mllm_path", "init_from"])
+        self.hparams["tasks"] = dataclasses.asdict(tasks or TaskConfig())  # transfer rebuilds the task settings
         self.stage = stage
         self.paths = (model_path, mllm_path, init_from)
         self.task_config = tasks or TaskConfig()

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from effivmt.data.world import caption, sample_scene
-from effivmt.modules.flow import add_noise, denoising_loss, sample_sigmas, timesteps_from_sigmas, velocity_target
+from effivmt.training.flow import add_noise, denoising_loss, sample_sigmas, timesteps_from_sigmas, velocity_target
 
 MAX_SEQUENCE_LENGTH = 512
 

@@ -69,7 +69,8 @@ def train_vae(out: Path, steps: int, batch_size: int, seed: int) -> None:
     module = VaePretrainModule(vae, max_steps=steps)
     resume = _last(out, "vae")
     start = torch.load(resume, map_location="cpu", weights_only=False)["global_step"] if resume else 0
-    data = torch.utils.data.DataLoader(WorldWindows(5, MICRO_SIZE, MICRO_FRAMES, seed, start * batch_size), batch_size)
+    windows = WorldWindows(5, MICRO_SIZE, MICRO_FRAMES, batch_size, seed, start, p_image=0.5)
+    data = torch.utils.data.DataLoader(windows, batch_size=None)
     _trainer(out, "vae", steps, 100, []).fit(module, data, ckpt_path=resume)
     with atomic_dir(out / "vae" / "model") as tmp:
         vae.eval().save_pretrained(str(tmp))

@@ -91,7 +91,6 @@ def test_repeated_reference_flags_all_reach_transfer():
     assert merge_repeated(["--reference", "a.mp4", "--steps", "2"]) == ["--reference", "a.mp4", "--steps", "2"]
 
 
-@pytest.mark.xfail(strict=True, reason="needs cli.main to pass argv through transfer.merge_repeated (issue 13, item 7)")
 def test_cli_accepts_repeated_reference_flags(monkeypatch, tmp_path):
     import effivmt.omnitransfer.transfer as module
     from effivmt import cli
