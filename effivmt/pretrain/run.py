@@ -178,6 +178,7 @@ def pretrain_micro(
     snapshot_every: int = 1000,
     seed: int = 0,
     threads: int = 0,
+    install: bool = False,
 ) -> Path:
     """Pretrain the micro Wan from scratch into ``out`` (resumable); returns ``out/micro-wan-t2v``.
 
@@ -188,6 +189,8 @@ def pretrain_micro(
         dit_steps, dit_batch_size, dit_lr: DiT + UMT5 stage.
         snapshot_every: write a diffusers folder of the EMA weights every this many DiT steps.
         seed: everything random derives from it.
+        install: also write the result into the package (``effivmt/assets/micro-wan-t2v``, bf16 weights), where
+            ``model.path: null`` finds it.
         threads: torch intra-op threads (0: torch's default). On a CPU shared with other work, 1 avoids
             OpenMP threads waiting on each other (we measured 6 s per VAE step with 2 contended threads).
     """
@@ -206,7 +209,23 @@ def pretrain_micro(
             shutil.copytree(out / "dit" / "model", tmp, dirs_exist_ok=True)
     stages = {name: json.loads((out / name / "done.json").read_text()) for name in ("vae", "cache", "dit")}
     write_json_atomic(out / "pretrain.json", {"stages": stages, "this_call_wall_s": round(time.time() - t0, 1)})
+    if install:
+        from effivmt.backbone.micro import micro_path
+
+        pack_folder(final, micro_path())
     return final
+
+
+def pack_folder(src: Path, dest: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Copy a pipeline folder with its floating-point weights in ``dtype`` (half the bytes; diffusers and
+    transformers load them back as float32 unless told otherwise)."""
+    with atomic_dir(dest) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        for file in tmp.rglob("*.safetensors"):
+            tensors = load_file(str(file))
+            packed = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+            save_file(packed, str(file), metadata={"format": "pt"})
+    return dest
 
 
 if __name__ == "__main__":
