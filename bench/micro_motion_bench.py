@@ -132,18 +132,30 @@ def _generate_args(extra: list[str]) -> list[str]:
     """The recipe's generation settings, so the base renders exactly like the tuned runs."""
     import yaml
 
-    gen = yaml.safe_load(RECIPE.read_text())["generate"]
-    args = ["--steps", str(gen["steps"]), "--guidance", str(gen["guidance"]), "--seed", str(gen["seed"])]
-    return args + [a for a in extra if a.startswith("--model")]
+    recipe = yaml.safe_load(RECIPE.read_text())
+    gen, video = recipe["generate"], recipe["video"]
+    args = ["--num_frames", str(video["num_frames"]), "--height", str(video["height"]), "--width", str(video["width"])]
+    args += ["--options.steps", str(gen["steps"]), "--options.guidance", str(gen["guidance"])]
+    args += ["--options.seed", str(gen["seed"]), "--options.fps", str(gen["fps"])]
+    return args + _model_args(extra)
+
+
+def _model_args(extra: list[str]) -> list[str]:
+    """The ``--model.*`` options (and their values) among the extra arguments."""
+    out = []
+    for i, a in enumerate(extra):
+        if a.startswith("--model"):
+            out.append(a)
+            if "=" not in a and i + 1 < len(extra):
+                out.append(extra[i + 1])
+    return out
 
 
 def score(sample: Path, ref: dict, ref_frames) -> dict:
     from effivmt.data.video import read_video
     from effivmt.metrics.world import appearance_accuracy, path_similarity, read_clip, temporal_consistency
 
-    frames = read_video(sample)
-    frames = frames.frames if hasattr(frames, "frames") else frames
-    frames = frames.numpy() if hasattr(frames, "numpy") else np.asarray(frames)
+    frames = read_video(sample)[0].numpy()
     target = ref["target"]
     got = read_clip(frames)
     want = read_clip(ref_frames)

@@ -167,9 +167,10 @@ def resolve_model_path(path: str | Path | None, variant: Variant = "t2v") -> str
         path = os.environ.get(DEFAULT_MODEL_ENV, "micro")
         if variant == "i2v":  # no micro I2V yet: the random tiny one
             return "tiny"
-    if str(path) == "tiny":
+    keyword = _keyword(path)
+    if keyword == "tiny":
         return "tiny"
-    if str(path) == "micro":
+    if keyword == "micro":
         if not micro_available():
             raise ModelFolderError(
                 f"the micro Wan is not in this install ({micro_path()} is missing)",
@@ -178,6 +179,14 @@ def resolve_model_path(path: str | Path | None, variant: Variant = "t2v") -> str
             )
         return micro_path()
     return path
+
+
+def _keyword(path: str | Path) -> str | None:
+    """``"tiny"``/``"micro"`` when ``path`` names one (parsers may have made it absolute against the cwd)."""
+    name = Path(path).name
+    if name in ("tiny", "micro") and (str(path) == name or not Path(path).exists()):
+        return name
+    return None
 
 
 def check_model_path(path: str | Path | None, variant: Variant = "t2v") -> str | Path:

@@ -69,7 +69,7 @@ def train_vae(out: Path, steps: int, batch_size: int, seed: int) -> None:
     module = VaePretrainModule(vae, max_steps=steps)
     resume = _last(out, "vae")
     start = torch.load(resume, map_location="cpu", weights_only=False)["global_step"] if resume else 0
-    windows = WorldWindows(5, MICRO_SIZE, MICRO_FRAMES, batch_size, seed, start, p_image=0.5)
+    windows = WorldWindows(9, MICRO_SIZE, MICRO_FRAMES, batch_size, seed, start, p_image=0.5)
     data = torch.utils.data.DataLoader(windows, batch_size=None)
     _trainer(out, "vae", steps, 100, []).fit(module, data, ckpt_path=resume)
     with atomic_dir(out / "vae" / "model") as tmp:
@@ -169,10 +169,10 @@ def train_dit(out: Path, steps: int, batch_size: int, lr: float, seed: int, snap
 
 def pretrain_micro(
     out: str | Path = "runs/pretrain-micro",
-    vae_steps: int = 1200,
+    vae_steps: int = 1800,
     vae_batch_size: int = 4,
-    clips: int = 2400,
-    dit_steps: int = 5000,
+    clips: int = 3000,
+    dit_steps: int = 4000,
     dit_batch_size: int = 8,
     dit_lr: float = 5e-4,
     snapshot_every: int = 1000,
@@ -184,7 +184,8 @@ def pretrain_micro(
 
     Args:
         out: working folder (checkpoints, TensorBoard logs under ``out/logs``, snapshots, the result).
-        vae_steps, vae_batch_size: VAE stage length and batch (5-frame windows).
+        vae_steps, vae_batch_size: VAE stage length and batch (9-frame windows, i.e. 3 latent frames: the
+            causal cache's steady state; or single frames).
         clips: pretraining clips encoded once into the latent cache.
         dit_steps, dit_batch_size, dit_lr: DiT + UMT5 stage.
         snapshot_every: write a diffusers folder of the EMA weights every this many DiT steps.
