@@ -168,6 +168,24 @@ def score(sample: Path, ref: dict, ref_frames) -> dict:
     }
 
 
+def write_strip(path: Path, rows: dict[str, np.ndarray], every: int = 4, scale: int = 2) -> Path:
+    """One PNG: a labelled row of every ``every``-th frame per clip (reference first, then each method)."""
+    from PIL import Image, ImageDraw
+
+    label_w = 120
+    strips = []
+    for name, frames in rows.items():
+        strip = np.concatenate(list(frames[::every]), axis=1)
+        strip = np.asarray(Image.fromarray(strip).resize((strip.shape[1] * scale, strip.shape[0] * scale), 0))
+        canvas = Image.new("RGB", (label_w + strip.shape[1], strip.shape[0]), "white")
+        canvas.paste(Image.fromarray(strip), (label_w, 0))
+        ImageDraw.Draw(canvas).text((4, strip.shape[0] // 2 - 6), name, fill="black")
+        strips.append(np.asarray(canvas))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(strips, axis=0)).save(path)
+    return path
+
+
 def motion_fidelity(generated: np.ndarray, reference: np.ndarray) -> float:
     """The package's headline motion-fidelity score (default variant)."""
     from effivmt.metrics import motion_fidelity_score
@@ -226,12 +244,17 @@ def main() -> None:
         if not path.is_file():
             write_video(path, clip.frames, fps=MICRO_FPS)
         log(f"{ref['name']}: {ref['clip_prompt']!r} -> {ref['prompt']!r}")
+        strip = {"reference": clip.frames.numpy()}
         for method in args.methods:
             res = run_method(method, ref, path, args.out, extra, env)
             scores = score(Path(res["sample"]), ref, clip.frames.numpy())
+            from effivmt.data.video import read_video
+
+            strip[method] = read_video(Path(res["sample"]))[0].numpy()
             temporal_s = res["stages"].get("temporal") if res["stages"] else None
             rows[method].append({"clip": ref["name"], **scores, "wall_s": res["wall_s"], "temporal_s": temporal_s})
             log(f"    {method:<18} " + " ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+        write_strip(args.out / "strips" / f"{ref['name']}.png", strip)
     reversal = None
     if not args.no_reversal and "full" in args.methods:
         reversal = []

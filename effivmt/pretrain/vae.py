@@ -109,10 +109,12 @@ class VaePretrainModule(L.LightningModule):
         max_steps: int = 1500,
         teacher_steps: int | None = None,
         object_weight: float = 10.0,
+        constant_lr: bool = False,
     ) -> None:
         super().__init__()
         self.vae = vae
         self.object_weight = object_weight
+        self.constant_lr = constant_lr
         self.lr, self.kl_weight, self.max_steps = lr, kl_weight, max_steps
         self.teacher_steps = (2 * max_steps) // 3 if teacher_steps is None else teacher_steps
 
@@ -136,6 +138,8 @@ class VaePretrainModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.vae.parameters(), lr=self.lr, weight_decay=0.0)
+        if self.constant_lr:
+            return opt
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=self.lr, total_steps=self.max_steps, pct_start=0.02, final_div_factor=20
         )
