@@ -182,6 +182,12 @@ def transfer(
     )
     if checkpoint is not None:
         load_weights(pipe.model, checkpoint, groups=None if use_mllm else ("dit",))
+    else:
+        log.warning(
+            "no --checkpoint: OmniTransfer's reference branch, connector and queries are untrained%s, so the video "
+            "will not follow the reference (train with `effivmt omnitransfer` and pass --checkpoint)",
+            " and the backbone is the random tiny Wan" if model is None else "",
+        )
     pipe.model.eval()
     frame = load_first_frame(first_frame, height, width)
     clip_args = dict(num_frames=num_frames, height=height, width=width, fps=fps, frame_mode="first", allow_fewer=True)

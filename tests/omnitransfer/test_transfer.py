@@ -6,7 +6,7 @@ from effivmt.errors import ConfigError, VideoError
 from effivmt.omnitransfer.transfer import transfer
 
 
-def test_transfer_writes_video_and_settings(tmp_path, synthetic_manifest):
+def test_transfer_writes_video_and_settings(tmp_path, synthetic_manifest, caplog):
     from effivmt.data.video import read_video, write_image
 
     folder = synthetic_manifest.parent
@@ -24,6 +24,9 @@ def test_transfer_writes_video_and_settings(tmp_path, synthetic_manifest):
     assert read_video(out)[0].shape == (9, 32, 32, 3)
     settings = json.loads(out.with_suffix(".json").read_text())
     assert settings["task"] == "id+motion" and settings["model"] == "tiny" and settings["cache_reference"] is True
+    # never silent noise: without trained weights the user is told so, in one line
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "untrained" in r.getMessage()]
+    assert len(warnings) == 1 and "--checkpoint" in warnings[0].getMessage()
 
 
 def test_transfer_help_line_and_errors(tmp_path, synthetic_manifest):
