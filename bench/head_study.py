@@ -120,6 +120,8 @@ def main() -> None:
         folder = args.out / f"heads-{i}"
         cmd = [sys.executable, "-m", "effivmt", "heads", "--clip", str(clip), "--clip_prompt", prompts[i]]
         cmd += ["--out", str(folder), "--model.path", str(micro_path()), "--trainer.progress_bar", "false"]
+        cmd += ["--video.num_frames", str(MICRO_FRAMES), "--video.height", str(MICRO_SIZE)]
+        cmd += ["--video.width", str(MICRO_SIZE), "--video.fps", str(MICRO_FPS)]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if done.returncode:
             raise SystemExit(done.stderr[-2000:])
