@@ -151,11 +151,10 @@ def _model_args(extra: list[str]) -> list[str]:
     return out
 
 
-def score(sample: Path, ref: dict, ref_frames) -> dict:
-    from effivmt.data.video import read_video
+def score(frames: np.ndarray, ref: dict, ref_frames: np.ndarray) -> dict:
+    """Scores of generated ``uint8`` frames ``(F, H, W, 3)`` against the reference's, for ``ref``'s target."""
     from effivmt.metrics.world import appearance_accuracy, path_similarity, read_clip, temporal_consistency
 
-    frames = read_video(sample)[0].numpy()
     target = ref["target"]
     got = read_clip(frames)
     want = read_clip(ref_frames)
@@ -232,7 +231,7 @@ def main() -> None:
     extra = [a for a in extra if a != "--"]
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, args.threads)))
     from effivmt.backbone.micro import MICRO_FPS, MICRO_FRAMES, MICRO_SIZE
-    from effivmt.data.video import write_video
+    from effivmt.data.video import read_video, write_video
     from effivmt.data.world import render, time_reversed
 
     refs = references(args.clips)
@@ -247,10 +246,8 @@ def main() -> None:
         strip = {"reference": clip.frames.numpy()}
         for method in args.methods:
             res = run_method(method, ref, path, args.out, extra, env)
-            scores = score(Path(res["sample"]), ref, clip.frames.numpy())
-            from effivmt.data.video import read_video
-
             strip[method] = read_video(Path(res["sample"]))[0].numpy()
+            scores = score(strip[method], ref, clip.frames.numpy())
             temporal_s = res["stages"].get("temporal") if res["stages"] else None
             rows[method].append({"clip": ref["name"], **scores, "wall_s": res["wall_s"], "temporal_s": temporal_s})
             log(f"    {method:<18} " + " ".join(f"{k} {v:.3f}" for k, v in scores.items()))
@@ -267,8 +264,9 @@ def main() -> None:
             if not path.is_file():
                 write_video(path, frames, fps=MICRO_FPS)
             res = run_method("full", rev, path, args.out, extra, env)
-            against_rev = score(Path(res["sample"]), rev, frames)
-            against_fwd = score(Path(res["sample"]), rev, fwd)
+            generated = read_video(Path(res["sample"]))[0].numpy()
+            against_rev = score(generated, rev, frames)
+            against_fwd = score(generated, rev, fwd)
             reversal.append(
                 {
                     "clip": rev["name"],

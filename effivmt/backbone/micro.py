@@ -68,10 +68,10 @@ def micro_available() -> bool:
 
 def build_micro_components(seed: int = 0) -> dict[str, Any]:
     """Freshly initialised micro components (what pretraining starts from); same ``seed``, same weights."""
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from effivmt.backbone.tiny import build_tokenizer
+    from effivmt.backbone.tiny import build_tokenizer, flow_scheduler
 
     tokenizer = build_tokenizer()
     with torch.random.fork_rng(devices=[]):
@@ -81,7 +81,5 @@ def build_micro_components(seed: int = 0) -> dict[str, Any]:
         vae = AutoencoderKLWan(**MICRO_VAE)
         torch.manual_seed(seed + 2)
         text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **MICRO_T5))
-    scheduler = UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=MICRO_FLOW_SHIFT, num_train_timesteps=1000
-    )
+    scheduler = flow_scheduler(MICRO_FLOW_SHIFT)
     return dict(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)

@@ -72,6 +72,15 @@ def build_tokenizer():
     )
 
 
+def flow_scheduler(flow_shift: float):
+    """Wan 2.1's own scheduler: UniPC on flow-matching sigmas with timestep shift ``flow_shift``."""
+    from diffusers import UniPCMultistepScheduler
+
+    return UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift, num_train_timesteps=1000
+    )
+
+
 def build_tiny_components(variant: str = "t2v", seed: int = 0) -> dict[str, Any]:
     """Build every component of a tiny random Wan pipeline; the same ``seed`` gives the same weights.
 
@@ -79,7 +88,7 @@ def build_tiny_components(variant: str = "t2v", seed: int = 0) -> dict[str, Any]
         A dict with the keys of ``WanPipeline`` (``transformer, vae, text_encoder, tokenizer, scheduler``)
         and, for ``variant="i2v"``, ``image_encoder`` and ``image_processor`` as well.
     """
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
     tokenizer = build_tokenizer()
@@ -99,10 +108,7 @@ def build_tiny_components(variant: str = "t2v", seed: int = 0) -> dict[str, Any]
             components["image_processor"] = CLIPImageProcessor(
                 crop_size=TINY_CLIP_VISION["image_size"], size={"shortest_edge": TINY_CLIP_VISION["image_size"]}
             )
-    # Wan 2.1's own scheduler settings (UniPC on flow sigmas, shift 3.0 for 480p).
-    components["scheduler"] = UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0, num_train_timesteps=1000
-    )
+    components["scheduler"] = flow_scheduler(3.0)  # Wan 2.1's shift for 480p
     components["tokenizer"] = tokenizer
     for module in components.values():
         if isinstance(module, torch.nn.Module):

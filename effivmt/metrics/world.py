@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from effivmt.data.world import COLORS, SHAPES
+from effivmt.data.world import COLORS
 
 _PALETTE = np.array(list(COLORS.values()), dtype=np.float64)
 _NAMES = list(COLORS)
@@ -138,7 +138,6 @@ def path_similarity(generated: np.ndarray, reference: np.ndarray, stride: int = 
 __all__ = [
     "ClipReading",
     "FrameReading",
-    "SHAPES",
     "appearance_accuracy",
     "nearest_color",
     "path_similarity",

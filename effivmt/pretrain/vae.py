@@ -4,8 +4,8 @@ The loss is L1 + MSE on pixels plus a small KL (no GAN: flat colours need none).
 through the posterior *mode*: every consumer (the latent cache, ``vae_encode``, the I2V pipeline's
 ``sample_mode="argmax"``) encodes with the mode, and at this width the posterior's unit initial variance
 drowns the encoder's signal (std ~0.13 at initialisation) and stalled training at 11 dB PSNR for
-hundreds of steps. Windows of 1 + 4k
-frames are enough: the VAE is causal in time, so what it learns on short windows holds for long clips.
+hundreds of steps. Short windows are not enough on their own: trained on windows of 3 latent frames, the
+causal VAE drifts from the 4th latent frame on, so ``effivmt.pretrain.run`` fine-tunes it on whole clips after.
 """
 
 from __future__ import annotations
@@ -121,11 +121,11 @@ class VaePretrainModule(L.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         posterior = self.vae.encode(batch).latent_dist
         z = posterior.mode()
-        target = teacher_latents(batch, z.shape[1])
         kl = posterior.kl().mean()
         weight = foreground_weight(batch, self.object_weight)
         if self.global_step < self.teacher_steps:
             # two supervised problems instead of one collapsing one: encoder -> teacher latent, teacher -> pixels
+            target = teacher_latents(batch, z.shape[1])
             recon = self.vae.decode(target).sample
             loss = (z - target).pow(2).mean() + pixel_loss(recon, batch, weight)
         else:
