@@ -11,11 +11,18 @@ A training step (paper, "Method"; DESIGN.md, "Flow matching (Wan)"):
 
 Only the stage's parameter groups (:data:`~effivmt.omnitransfer.checkpoint.STAGE_GROUPS`) have
 ``requires_grad``; the optimizer sees nothing else, so every other weight stays bit-identical.
+
+Memory: UMT5 and CLIP are frozen in every stage and read only fixed inputs (prompts, reference texts, first
+frames), so :meth:`OmniTransferModule.setup` computes their features for every row of the DataModule once
+(:meth:`~OmniTransferModule.cache_encoder_features`) and frees both; a stage whose target context is UMT5
+(stage 1) frees Qwen2.5-VL too. Stages 2-3 keep Qwen2.5-VL: the task queries train through it. The VAE stays.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,11 +31,15 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 
 from effivmt.omnitransfer.checkpoint import load_weights, parameter_groups, set_stage_trainable, weights_state
+from effivmt.omnitransfer.encoders import FeatureCache, encode_image, encode_text
+from effivmt.omnitransfer.model import item_tasks
 from effivmt.omnitransfer.pipeline import OmniTransferPipeline
 from effivmt.omnitransfer.reference import encode_video, target_input
 from effivmt.omnitransfer.tasks import TaskConfig
 from effivmt.training.flow import add_noise, denoising_loss, sample_sigmas, timesteps_from_sigmas, velocity_target
 from effivmt.training.trainer import step_generator
+
+log = logging.getLogger(__name__)
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
@@ -58,6 +69,8 @@ class OmniTransferModule(L.LightningModule):
         seed: base seed of the per-step noise generator.
         dtype: Wan/MLLM dtype (``"bf16"`` for real models).
         gradient_checkpointing: recompute the target branch's blocks in the backward pass.
+        cache_features: at ``setup``, compute the UMT5/CLIP features of every row of the trainer's DataModule and
+            free both encoders (and the MLLM when the target context is UMT5); ``False`` runs them every step.
     """
 
     def __init__(
@@ -77,6 +90,7 @@ class OmniTransferModule(L.LightningModule):
         seed: int = 0,
         dtype: str = "fp32",
         gradient_checkpointing: bool = False,
+        cache_features: bool = True,
     ) -> None:
         super().__init__()
         # plain types only, so the .ckpt loads with torch.load(weights_only=True)
@@ -94,6 +108,7 @@ class OmniTransferModule(L.LightningModule):
         self.seed = seed
         self.dtype_name = dtype
         self.gradient_checkpointing = gradient_checkpointing
+        self.cache_features = cache_features
         self.pipe: OmniTransferPipeline | None = None
         self.strict_loading = False
 
@@ -123,6 +138,70 @@ class OmniTransferModule(L.LightningModule):
             # trainable weights stay fp32 beside a bf16 base (mixed precision): a bf16 weight at lr 1e-5 would
             # round most updates away; bf16-mixed autocast runs the matmuls in bf16 all the same
             param.data = param.data.float()
+
+    def setup(self, stage: str) -> None:
+        """Before fitting: build the model and, with ``cache_features``, cache the frozen encoders' features."""
+        if stage != "fit" or not self.cache_features:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            log.warning("no DataModule to compute features from: UMT5 and CLIP stay loaded and run every step")
+            return
+        self.configure_model()
+        self.cache_encoder_features(datamodule.train_dataloader(), self.trainer.strategy.root_device)
+
+    @torch.no_grad()
+    def cache_encoder_features(self, batches: Iterable[dict[str, Any]], device: torch.device | None = None) -> None:
+        """Compute every UMT5/CLIP feature :meth:`compute_loss` will ask of ``batches``, then free the encoders.
+
+        UMT5 and CLIP are replaced in ``pipe.wan`` by :class:`~effivmt.omnitransfer.encoders.FeatureCache` s
+        holding the CLIP features of each target's and reference's first frame and the UMT5 features of each
+        reference text (and of each prompt when the target context is UMT5); the MLLM is freed when the target
+        context is UMT5 (it is not used then). ``device``: where the encoders run meanwhile. A second call can only
+        serve inputs already cached: the encoders are gone.
+        """
+        self.configure_model()
+        wan = self.pipe.wan
+        caches = []
+        for name in ("text_encoder", "image_encoder"):
+            part = getattr(wan, name)
+            if part is not None:
+                if not isinstance(part, FeatureCache):
+                    setattr(wan, name, part := FeatureCache(part, name))
+                caches.append(part.to(device or self.device))
+        rows = 0
+        for batch in batches:  # the texts and frames compute_loss encodes (first frame, references, target context)
+            videos, prompts = batch["references"], list(batch["prompt"])
+            frames = [batch["target"][:, :, 0]] + [video[:, :, 0] for video in videos]
+            texts = list(prompts) if self.context_source == "text" else []
+            per_item = item_tasks([tuple(t) for t in batch["tasks"]], len(videos))
+            ref_prompts = batch.get("reference_prompt") or [""] * len(prompts)
+            for slot in range(len(videos)):
+                texts += [ref_prompts[b] or self.model.tasks.templates[per_item[b][slot]] for b in range(len(prompts))]
+            if wan.image_encoder is not None and self.model.transformer.config.image_dim is not None:
+                for frame in frames:
+                    encode_image(wan.image_encoder, wan.image_processor, frame)
+            encode_text(wan.text_encoder, wan.tokenizer, texts)
+            rows += len(prompts)
+        for cache in caches:
+            cache.release()
+        if self.context_source == "text" and self.model.aligner is not None and self.model.aligner.mllm is not None:
+            self.model.aligner.release_mllm()
+        kept = ", ".join(f"{c.name} {len(c.entries)} ({c.nbytes / 2**20:.1f} MiB)" for c in caches)
+        log.info("cached frozen-encoder features of %d rows and freed the encoders: %s", rows, kept)
+
+    def resident_parameter_bytes(self) -> dict[str, int]:
+        """Parameter bytes held for training, by part (a freed part is absent): the model's, then Wan's frozen ones."""
+        aligner = self.model.aligner
+        mllm = getattr(aligner, "mllm", None)
+        parts = {"transformer": self.model.transformer, "mllm": mllm}
+        parts |= {name: getattr(self.pipe.wan, name) for name in ("vae", "text_encoder", "image_encoder")}
+        nbytes = lambda params: sum(p.numel() * p.element_size() for p in params)  # noqa: E731
+        out = {name: nbytes(part.parameters()) for name, part in parts.items() if isinstance(part, torch.nn.Module)}
+        if aligner is not None:  # the task queries and the connector
+            own = {id(p) for p in mllm.parameters()} if mllm is not None else set()
+            out["queries+connector"] = nbytes(p for p in aligner.parameters() if id(p) not in own)
+        return out
 
     def on_fit_start(self) -> None:
         self.pipe.to(self.device)

@@ -6,6 +6,12 @@ three stage recipes share one ``out`` folder and chain (stage 2 picks up ``OUT/s
 is skipped; an interrupted one resumes from ``OUT/checkpoints/stage{k}/last.ckpt``. The stages run through the
 same trainer builder as EffiVMT's (:func:`effivmt.training.trainer.fit_stage`) with the same
 :class:`~effivmt.training.args.StageArgs` and :class:`~effivmt.training.args.TrainerArgs`, and record ``run.json``.
+
+Strategies: the weights file is written from the live model by global rank 0, which holds whole weights under
+``auto`` and ``ddp``. Strategies that shard the parameters themselves (``fsdp*``, ``deepspeed_stage_3*``) are
+refused before anything is written: nothing gathers the shards back into the file yet, and under the shared wrap
+policy (one FSDP unit per Wan block) the bf16 base and the fp32 queries and connector would share one flat
+parameter, which must have one dtype.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from effivmt.io import AnyPath
 from effivmt.omnitransfer.checkpoint import WEIGHTS_NAME, save_weights
 from effivmt.omnitransfer.tasks import TaskConfig
 from effivmt.training.args import StageArgs, TrainerArgs
+from effivmt.training.strategies import SHARDED_PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,9 @@ class OmniModelArgs:
     """MLLM LoRA alpha."""
     tasks: TaskConfig = field(default_factory=TaskConfig)
     """Task flags, positional-bias axes, templates and queries per task."""
+    cache_features: bool = True
+    """Before each stage, compute the UMT5/CLIP features of every manifest row once and free UMT5 and CLIP (and
+    Qwen2.5-VL in stage 1, which does not use it); ``false`` keeps them loaded and runs them every step."""
 
 
 @dataclass
@@ -76,6 +86,20 @@ def paper_stage(max_steps: int) -> StageArgs:
         optimizer=functools.partial(torch.optim.AdamW, lr=1e-5, weight_decay=0.0),
         checkpoint_every=500,
     )
+
+
+def check_sharding(trainer: TrainerArgs) -> None:
+    """Refuse a strategy that shards parameters: the weights file would get each rank's slice, not the weights.
+
+    Raises:
+        ConfigError: ``trainer.strategy`` is ``fsdp*`` or ``deepspeed_stage_3*``.
+    """
+    if str(trainer.strategy).startswith(SHARDED_PARAMS):
+        raise ConfigError(
+            f"trainer.strategy={trainer.strategy} shards the parameters, and `effivmt omnitransfer` cannot "
+            "gather them back into omnitransfer.safetensors yet",
+            "use trainer.strategy=ddp (every GPU holds the whole model; see docs/omnitransfer-memory.md)",
+        )
 
 
 def train(
@@ -121,6 +145,7 @@ def train(
     trainer = trainer or TrainerArgs(precision="32-true" if model.dtype == "fp32" else "bf16-mixed")
     if any(s not in per_stage for s in stages):
         raise ConfigError(f"unknown stage in {stages}", "stages are 1 (DiT), 2 (connector), 3 (joint)")
+    check_sharding(trainer)
     check_trainer(trainer)
     if model.dtype != "fp32" and "mixed" not in str(trainer.precision) and str(trainer.precision) not in ("bf16", "16"):
         raise ConfigError(
@@ -163,6 +188,7 @@ def train(
             dtype=model.dtype,
             gradient_checkpointing=trainer.gradient_checkpointing,
             optimizer=args.optimizer,
+            cache_features=model.cache_features,
         )
         datamodule = PairedVideoDataModule(
             data.manifest, data.num_frames, data.height, data.width, data.fps, data.batch_size, data.num_workers
@@ -182,7 +208,10 @@ def train(
                 "steps": fit.global_step,
                 "loss": float(fit.callback_metrics.get("train/loss", float("nan"))),
             }
-            previous = save_weights(module.model, final, meta)
+            if fit.is_global_zero:  # every rank holds the same whole weights (sharding is refused above)
+                save_weights(module.model, final, meta)
+            fit.strategy.barrier("omnitransfer-weights")  # the next stage reads the file on every rank
+            previous = final
         record.record(name, path=str(final), steps=fit.global_step)
         log.info("stage %d done: %s", stage, final)
     return previous
