@@ -22,6 +22,8 @@ def as_path(value: str | os.PathLike | None) -> Path | None:
     """jsonargparse path (resolved against the recipe's folder) or plain str -> ``pathlib.Path``."""
     if value is None:
         return None
+    if isinstance(value, Path):  # pathlib's ``absolute`` is a method, not jsonargparse's resolved string
+        return value
     return Path(getattr(value, "absolute", value))
 
 

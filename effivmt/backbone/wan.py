@@ -197,6 +197,45 @@ def check_model_path(path: str | Path | None, variant: Variant = "t2v") -> str |
     return resolved
 
 
+@dataclass(frozen=True)
+class NativeVideo:
+    """The clip shape a model was trained at: what a run uses where the recipe leaves the video shape empty."""
+
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+
+
+#: Wan 2.1 T2V 1.3B / 14B at 480p (the public recipes: 81 frames of 480x832 at 16 fps).
+WAN21_VIDEO = NativeVideo(81, 480, 832, 16.0)
+#: The random tiny model: small enough for unit tests.
+TINY_VIDEO = NativeVideo(17, 64, 64, 16.0)
+
+
+def native_video(path: str | Path | None, variant: Variant = "t2v") -> NativeVideo:
+    """The native clip shape of the model ``path`` names: the micro Wan's (recognised by its transformer
+    config, wherever the folder lies), the tiny model's, or Wan 2.1's for any other folder. A path that
+    cannot be resolved gets Wan 2.1's; :func:`check_model_path` refuses it later with its own message."""
+    from effivmt.backbone.micro import MICRO_FPS, MICRO_FRAMES, MICRO_SIZE, MICRO_T2V
+
+    try:
+        resolved = resolve_model_path(path, variant)
+    except ModelFolderError:
+        return WAN21_VIDEO
+    if resolved == "tiny":
+        return TINY_VIDEO
+    config_file = Path(resolved) / "transformer" / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return WAN21_VIDEO
+    keys = ("num_layers", "num_attention_heads", "attention_head_dim", "text_dim")
+    if all(config.get(k) == MICRO_T2V[k] for k in keys):
+        return NativeVideo(MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE, MICRO_FPS)
+    return WAN21_VIDEO
+
+
 def model_identity(path: str | Path | None, variant: Variant = "t2v") -> str:
     """What a run was made with, for fingerprints: ``tiny``, or a folder with a digest of its configs and weights'
     sizes, so that re-pretrained micro weights (or another folder at the same path) count as another model."""

@@ -555,7 +555,10 @@ def _encode_mp4(path: Path, frames: torch.Tensor, fps: float) -> None:
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "18"}  # visually lossless: reference clips get re-read for training
         for array in frames.numpy():
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+            # convert explicitly: the same bytes as encode()'s implicit conversion here, which a helper saw give
+            # different files for the same frames on a busy machine (not reproduced since; cheap to rule out)
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(format="yuv420p")
+            container.mux(stream.encode(frame))
         container.mux(stream.encode())  # flush
 
 

@@ -8,6 +8,8 @@ Stages, each skipped once done and resumed from its last checkpoint when interru
    VAE's ``latents_mean``/``latents_std``, as in Wan 2.1's config;
 3. ``dit``: ``WanTransformer3DModel`` + ``UMT5EncoderModel`` on the cached latents, EMA weights
    (:mod:`effivmt.pretrain.dit`); a snapshot folder is written every ``snapshot_every`` steps;
+   ``dit-restart`` (when ``dit_restart_steps > 0``): a warm restart from ``dit``'s EMA weights, with a fresh
+   optimizer and cosine schedule (SGDR, Loshchilov & Hutter 2017), so a finished run can be trained further;
 4. ``export``: ``DIR/micro-wan-t2v``, a ``WanPipeline`` folder that ``load_wan`` and stock diffusers load.
 """
 
@@ -131,13 +133,14 @@ def cache_latents(out: Path, clips: int, seed: int) -> None:
 class Snapshots(Callback):
     """Every ``every`` steps, write the EMA weights as a full diffusers folder (look at a model mid-training)."""
 
-    def __init__(self, out: Path, every: int) -> None:
-        self.out, self.every = out, every
+    def __init__(self, out: Path, every: int, prefix: str = "step") -> None:
+        self.out, self.every, self.prefix = out, every, prefix
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if step % self.every == 0 and step > 0:
-            export_folder(self.out, self.out / "snapshots" / f"step-{step:06d}", _ema_module(trainer, pl_module))
+            dest = self.out / "snapshots" / f"{self.prefix}-{step:06d}"
+            export_folder(self.out, dest, _ema_module(trainer, pl_module))
 
 
 def _ema_module(trainer, pl_module):
@@ -163,16 +166,36 @@ def export_folder(out: Path, dest: Path, module) -> Path:
     return dest
 
 
-def train_dit(out: Path, steps: int, batch_size: int, lr: float, seed: int, snapshot_every: int) -> None:
+def train_dit(
+    out: Path,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    snapshot_every: int,
+    name: str = "dit",
+    init: str | None = None,
+) -> None:
+    """Train the DiT + UMT5 for ``steps`` into ``out/name``; from scratch, or from the EMA weights that stage
+    ``init`` exported (a warm restart: fresh AdamW, warm-up and cosine schedule)."""
+    from diffusers import WanTransformer3DModel
+    from transformers import UMT5EncoderModel
+
     from effivmt.pretrain.dit import Steps, TextToVideoPretrainModule
 
-    if _done(out, "dit"):
+    if _done(out, name):
         return
     t0 = time.time()
     stats = load_file(str(out / "cache" / "latents.safetensors"))
     z = stats["raw"].shape[1]
     latents = (stats["raw"] - stats["mean"].view(1, z, 1, 1, 1)) / stats["std"].view(1, z, 1, 1, 1)
     parts = build_micro_components(seed)
+    if init is not None:
+        folder = out / init / "model"
+        transformer = WanTransformer3DModel.from_pretrained(str(folder / "transformer"))
+        text_encoder = UMT5EncoderModel.from_pretrained(str(folder / "text_encoder"))
+        parts["transformer"].load_state_dict(transformer.state_dict())
+        parts["text_encoder"].load_state_dict(text_encoder.state_dict())
     module = TextToVideoPretrainModule(
         parts["transformer"].train(),
         parts["text_encoder"].train(),
@@ -182,15 +205,16 @@ def train_dit(out: Path, steps: int, batch_size: int, lr: float, seed: int, snap
         batch_size=batch_size,
         lr=lr,
         max_steps=steps,
-        seed=seed,
+        seed=seed if init is None else seed + 1,  # a restart draws other batches than the first round
     )
     ema = EMAWeightAveraging(decay=0.998, update_starting_at_step=200)
     data = torch.utils.data.DataLoader(Steps(), batch_size=None)
-    trainer = _trainer(out, "dit", steps, 200, [ema, Snapshots(out, snapshot_every)])
-    trainer.fit(module, data, ckpt_path=_last(out, "dit"))
+    prefix = "step" if name == "dit" else name
+    trainer = _trainer(out, name, steps, 200, [ema, Snapshots(out, snapshot_every, prefix)])
+    trainer.fit(module, data, ckpt_path=_last(out, name))
     # after fit, the EMA callback has copied the averaged weights into the module
-    export_folder(out, out / "dit" / "model", module)
-    _mark(out, "dit", steps=steps, wall_s=round(time.time() - t0, 1))
+    export_folder(out, out / name / "model", module)
+    _mark(out, name, steps=steps, wall_s=round(time.time() - t0, 1), init=init)
 
 
 def pretrain_micro(
@@ -202,6 +226,7 @@ def pretrain_micro(
     dit_steps: int = 4000,
     dit_batch_size: int = 8,
     dit_lr: float = 5e-4,
+    dit_restart_steps: int = 0,
     snapshot_every: int = 1000,
     seed: int = 0,
     threads: int = 0,
@@ -216,6 +241,8 @@ def pretrain_micro(
         vae_clip_steps: then this many steps on whole clips, 2 a batch (every latent frame a clip has).
         clips: pretraining clips encoded once into the latent cache.
         dit_steps, dit_batch_size, dit_lr: DiT + UMT5 stage.
+        dit_restart_steps: then a warm restart from its EMA weights for this many steps (0: none); the result
+            is this stage's model. Raising it on a finished run trains that run further.
         snapshot_every: write a diffusers folder of the EMA weights every this many DiT steps.
         seed: everything random derives from it.
         install: also write the result into the package (``effivmt/assets/micro-wan-t2v``, bf16 weights), where
@@ -233,11 +260,19 @@ def pretrain_micro(
     train_vae_clips(out, vae_clip_steps, 2, seed)
     cache_latents(out, clips, seed)
     train_dit(out, dit_steps, dit_batch_size, dit_lr, seed, snapshot_every)
+    last = "dit"
+    if dit_restart_steps > 0:
+        train_dit(out, dit_restart_steps, dit_batch_size, dit_lr, seed, snapshot_every, "dit-restart", "dit")
+        last = "dit-restart"
     final = out / MICRO_FOLDER
-    if not final.is_dir():
+    marker = out / "export.json"  # which stage the exported folder came from
+    source = json.loads(marker.read_text())["stage"] if marker.is_file() else ("dit" if final.is_dir() else None)
+    if source != last:  # a folder exported from an earlier stage is replaced by the latest one
         with atomic_dir(final) as tmp:
-            shutil.copytree(out / "dit" / "model", tmp, dirs_exist_ok=True)
-    stages = {n: json.loads((out / n / "done.json").read_text()) for n in ("vae", "vae-clips", "cache", "dit")}
+            shutil.copytree(out / last / "model", tmp, dirs_exist_ok=True)
+        write_json_atomic(marker, {"stage": last})
+    names = ("vae", "vae-clips", "cache", "dit", "dit-restart")
+    stages = {n: json.loads((out / n / "done.json").read_text()) for n in names if _done(out, n)}
     write_json_atomic(out / "pretrain.json", {"stages": stages, "this_call_wall_s": round(time.time() - t0, 1)})
     if install:
         from effivmt.backbone.micro import micro_path

@@ -6,6 +6,7 @@ trainer's) or a run folder's adapters, and renders a prompt with it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -99,9 +100,9 @@ def generate(
     lora: AnyPath | list[AnyPath] | None = None,
     lora_scale: float | list[float] | None = None,
     run_dir: AnyPath | None = None,
-    num_frames: int = 17,
-    height: int = 64,
-    width: int = 64,
+    num_frames: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
     options: GenerateArgs = GenerateArgs(),
 ) -> Path:
     """Generate a video with Wan and LoRA adapters (diffusers, ComfyUI or peft files, or a run folder's).
@@ -113,15 +114,21 @@ def generate(
         lora: a LoRA file or peft folder in any of the three formats; several as ``--lora '[a, b]'``.
         lora_scale: one scale per LoRA (default 1.0 each).
         run_dir: an ``effivmt run`` folder: loads its spatial/temporal adapters at ``options.scale_*``.
-        num_frames: frames to generate (1 + 4k), unless ``options.num_frames`` is set.
-        height: frame height (multiple of 16), unless ``options.height`` is set.
-        width: frame width (multiple of 16), unless ``options.width`` is set.
-        options: steps, guidance, seed, negative prompt, adapter scales, fps.
+        num_frames: frames to generate (1 + 4k), unless ``options.num_frames`` is set; empty: the model's native
+            length (micro Wan 33, Wan 2.1 81).
+        height: frame height (multiple of 16), unless ``options.height`` is set; empty: the model's.
+        width: frame width (multiple of 16), unless ``options.width`` is set; empty: the model's.
+        options: steps, guidance, seed, negative prompt, adapter scales, fps (empty: the model's native rate).
     """
     from effivmt.backbone import load_wan
+    from effivmt.backbone.wan import native_video
     from effivmt.lora import load_lora, load_peft_adapter, set_adapter_scales
 
     GenerateArgs(num_frames=num_frames, height=height, width=width)  # validates the three values
+    native = native_video(as_path(model.path))
+    num_frames, height, width = num_frames or native.num_frames, height or native.height, width or native.width
+    if options.fps is None:
+        options = dataclasses.replace(options, fps=native.fps)
     components = load_wan(as_path(model.path), dtype=model.dtype, seed=model.seed)
     transformer = components.transformer
     files = [as_path(p) for p in (lora if isinstance(lora, list) else [lora] if lora is not None else [])]

@@ -8,9 +8,10 @@ that cannot be built, positions that do not fit the sampler), all before anythin
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from effivmt.data.samplers import FrameSampler, UniformStride
 from effivmt.data.video import check_frame_count, check_multiple_of_16
@@ -20,6 +21,9 @@ from effivmt.lora import HeadGroupLoraConfig
 from effivmt.lora.config import DEFAULT_SCALES
 from effivmt.training.args import StageArgs, TrainerArgs
 from effivmt.training.record import plain_json
+
+if TYPE_CHECKING:
+    from effivmt.backbone.wan import NativeVideo
 
 Stage = Literal["heads", "spatial", "temporal", "export", "generate"]
 STAGES: tuple[str, ...] = ("heads", "spatial", "temporal", "export", "generate")
@@ -51,14 +55,14 @@ class ModelArgs:
 class VideoArgs:
     """How the clip is read: resampled to ``fps``, cut to ``num_frames``, resized and centre-cropped."""
 
-    num_frames: int = 81
-    """Video frames to train on (1 + 4k)."""
-    height: int = 480
-    """Frame height (multiple of 16)."""
-    width: int = 832
-    """Frame width (multiple of 16)."""
-    fps: float | None = 16.0
-    """Resample to this frame rate first (Wan 2.1 is trained at 16 fps); empty keeps the clip's rate."""
+    num_frames: int | None = None
+    """Video frames to train on (1 + 4k); empty: the model's native length (micro Wan 33, Wan 2.1 81)."""
+    height: int | None = None
+    """Frame height (multiple of 16); empty: the model's (micro Wan 64, Wan 2.1 480)."""
+    width: int | None = None
+    """Frame width (multiple of 16); empty: the model's (micro Wan 64, Wan 2.1 832)."""
+    fps: float | Literal["native"] | None = "native"
+    """Resample to this frame rate first; 'native': the model's (micro Wan 8, Wan 2.1 16); empty keeps the clip's."""
     frame_mode: Literal["first", "uniform"] = "first"
     """Take the first ``num_frames`` frames, or spread them evenly over the clip."""
     allow_fewer: bool = True
@@ -68,8 +72,18 @@ class VideoArgs:
         _check_frames("video.num_frames", self.num_frames)
         _check_size("video.height", self.height)
         _check_size("video.width", self.width)
-        if self.fps is not None and self.fps <= 0:
+        if self.fps is not None and self.fps != "native" and self.fps <= 0:
             raise ConfigError(f"video.fps must be > 0, got {self.fps}")
+
+    def resolved(self, native: NativeVideo) -> VideoArgs:
+        """These arguments with every empty shape field (and ``fps: native``) set to the model's ``native`` one."""
+        return dataclasses.replace(
+            self,
+            num_frames=self.num_frames or native.num_frames,
+            height=self.height or native.height,
+            width=self.width or native.width,
+            fps=native.fps if self.fps == "native" else self.fps,
+        )
 
 
 @dataclass
@@ -163,8 +177,8 @@ class GenerateArgs:
     """Spatial adapter scale. 0: it absorbed the reference clip's appearance, which the new prompt replaces."""
     scale_temporal: float = DEFAULT_SCALES["temporal"]
     """Temporal adapter scale: the motion."""
-    fps: float = 16.0
-    """Frame rate of the written mp4."""
+    fps: float | None = None
+    """Frame rate of the written mp4; empty: the rate the clip was brought to (``video.fps``, else the clip's own)."""
 
     def __post_init__(self) -> None:
         _check_frames("generate.num_frames", self.num_frames)
@@ -203,6 +217,11 @@ class RunPlan:
     """Seed of the training randomness (frames, noise levels, noise)."""
     config: Any = None
     """The recipe as ``run.json`` records it (the CLI's resolved YAML; a snapshot of the groups otherwise)."""
+
+    def __post_init__(self) -> None:
+        from effivmt.backbone.wan import native_video
+
+        self.video = self.video.resolved(native_video(as_path(self.model.path)))
 
     @classmethod
     def from_arguments(

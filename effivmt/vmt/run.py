@@ -240,8 +240,9 @@ def _export(plan: RunPlan, record, transformer) -> None:
         record.record("export", scales=chosen, files=[str(f) for f in files.values()])
 
 
-def _generate(plan: RunPlan, record, frames, components, device: str) -> None:
-    """Render the prompt with the trained adapters into ``samples/<prompt>-s<seed>.mp4``."""
+def _generate(plan: RunPlan, record, frames, components, device: str, clip_fps: float) -> None:
+    """Render the prompt with the trained adapters into ``samples/<prompt>-s<seed>.mp4``, at ``generate.fps`` or
+    else the rate the clip was trained at (``clip_fps``)."""
     from effivmt.data.video import write_video
     from effivmt.lora import adapter_names, set_adapter_scales
     from effivmt.training.callbacks import frame_strip, log_image
@@ -257,7 +258,7 @@ def _generate(plan: RunPlan, record, frames, components, device: str) -> None:
                 set_adapter_scales(components.transformer, {n: scales[n] for n in trained})
             num_frames, height, width = frames.shape[1:]
             video = synthesize(components, plan.prompt, plan.generate, num_frames, height, width, device=device)
-            write_video(target, video, fps=plan.generate.fps)
+            write_video(target, video, fps=plan.generate.fps or clip_fps)
         log_image(plan.out / "logs", "generate", "samples/generated", frame_strip(video))
         record.record("generate", path=str(target))
 
@@ -358,7 +359,7 @@ def run_clip(plan: RunPlan) -> Path:
         if not is_global_zero():
             return out
         _export(plan, record, components.transformer)
-        _generate(plan, record, frames, components, device)
+        _generate(plan, record, frames, components, device, info.fps)
         print_summary(out, record)
     return out
 
