@@ -265,12 +265,12 @@ def pretrain_micro(
         train_dit(out, dit_restart_steps, dit_batch_size, dit_lr, seed, snapshot_every, "dit-restart", "dit")
         last = "dit-restart"
     final = out / MICRO_FOLDER
-    marker = out / "export.json"  # which stage the exported folder came from
-    source = json.loads(marker.read_text())["stage"] if marker.is_file() else ("dit" if final.is_dir() else None)
-    if source != last:  # a folder exported from an earlier stage is replaced by the latest one
+    marker = out / "export.json"  # which DiT stage the exported folder came from
+    made_from = {"dit": last}
+    if not (final.is_dir() and marker.is_file() and json.loads(marker.read_text()) == made_from):
         with atomic_dir(final) as tmp:
             shutil.copytree(out / last / "model", tmp, dirs_exist_ok=True)
-        write_json_atomic(marker, {"stage": last})
+        write_json_atomic(marker, made_from)
     names = ("vae", "vae-clips", "cache", "dit", "dit-restart")
     stages = {n: json.loads((out / n / "done.json").read_text()) for n in names if _done(out, n)}
     write_json_atomic(out / "pretrain.json", {"stages": stages, "this_call_wall_s": round(time.time() - t0, 1)})
