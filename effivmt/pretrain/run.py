@@ -33,7 +33,13 @@ from effivmt.io import atomic_dir, atomic_path, write_json_atomic
 
 
 def _trainer(out: Path, name: str, max_steps: int, every: int, callbacks: list) -> L.Trainer:
-    ckpt = ModelCheckpoint(dirpath=out / name / "checkpoints", every_n_train_steps=every, save_last=True, save_top_k=0)
+    ckpt = ModelCheckpoint(
+        dirpath=out / name / "checkpoints",
+        every_n_train_steps=every,
+        save_last=True,
+        save_top_k=0,
+        enable_version_counter=False,  # a moved run folder still resumes from, and writes, last.ckpt
+    )
     if not sys.stderr.isatty():  # a log file: tqdm's plain lines instead of Rich's live bar
         callbacks = [*callbacks, TQDMProgressBar(refresh_rate=10)]
     return L.Trainer(

@@ -99,6 +99,7 @@ def build_trainer(
         save_last=True,
         save_top_k=1,
         every_n_train_steps=stage.checkpoint_every,
+        enable_version_counter=False,  # a moved run folder still resumes from, and writes, last.ckpt
     )
     strategy = build_strategy(args)
     guard = FiniteGuard(name, out / "checkpoints" / name, lr_key)  # a NaN/inf stops the stage before its checkpoint
