@@ -260,7 +260,7 @@ def _reflect(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
 # -- rendering ---------------------------------------------------------------------------------------------
 
 
-def _coverage(shape: str, dx: np.ndarray, dy: np.ndarray, size: float) -> np.ndarray:
+def shape_coverage(shape: str, dx: np.ndarray, dy: np.ndarray, size: float) -> np.ndarray:
     """Anti-aliased coverage in [0, 1] from a signed distance (one-pixel ramp at the rim)."""
     if shape == "circle":
         sd = np.sqrt(dx**2 + dy**2) - size
@@ -298,7 +298,7 @@ def render(scene: Scene, num_frames: int = 33, height: int = 64, width: int = 64
     for k, obj in enumerate(scene.objects):
         color = np.array(COLORS[obj.color], dtype=np.float64)
         for f in range(num_frames):
-            a = _coverage(obj.shape, xx - paths[k, f, 0], yy - paths[k, f, 1], size)[..., None]
+            a = shape_coverage(obj.shape, xx - paths[k, f, 0], yy - paths[k, f, 1], size)[..., None]
             image[f] = image[f] * (1 - a) + color * a
     frames = torch.from_numpy(np.round(image).clip(0, 255).astype(np.uint8))
     return WorldClip(frames, torch.from_numpy(paths).float(), scene)

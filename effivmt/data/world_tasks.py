@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-# _coverage is the world's own shape rasteriser: reusing it keeps task clips' shapes pixel-identical to the world's
-from effivmt.data.world import COLORS, DIRECTIONS, SIZE, SPEEDS, Scene, _coverage, render
+# shape_coverage is the world's own shape rasteriser: reusing it keeps task clips' shapes pixel-identical to the world's
+from effivmt.data.world import COLORS, DIRECTIONS, SIZE, SPEEDS, Scene, render, shape_coverage
 from effivmt.errors import ConfigError
 
 
@@ -189,12 +189,12 @@ def style_coverage(
 ) -> np.ndarray:
     """Ink coverage of a ``shape`` drawn in ``style`` (``"filled"``: the world's flat look); periods scale with
     ``scale`` (the frame's ``min(H, W) / 64``)."""
-    cov = _coverage(shape, dx, dy, size)
+    cov = shape_coverage(shape, dx, dy, size)
     p = STYLE_PERIOD * scale
     if style == "filled":
         return cov
     if style == "outline":
-        return cov - _coverage(shape, dx, dy, size * 0.62)
+        return cov - shape_coverage(shape, dx, dy, size * 0.62)
     if style == "stripes":
         return cov * _band(dy, p)
     if style == "diagonal":
@@ -331,7 +331,7 @@ def render_task(ts: TaskScene, num_frames: int = 33, height: int = 64, width: in
             image[f] = image[f] * (1 - a) + ink * a
             if ts.pattern is not None:
                 dx, dy = xx - tracks[k, f, 0], yy - tracks[k, f, 1]
-                p = (pattern_coverage(ts.pattern, dx, dy, s) * _coverage(obj.shape, dx, dy, s))[..., None]
+                p = (pattern_coverage(ts.pattern, dx, dy, s) * shape_coverage(obj.shape, dx, dy, s))[..., None]
                 image[f] = image[f] * (1 - p * fx["alpha"][f]) + mark * p * fx["alpha"][f]
     frames = torch.from_numpy(np.round(image).clip(0, 255).astype(np.uint8))
     return TaskClip(frames, torch.from_numpy(tracks).float(), cam, ts)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from effivmt.data.world import COLORS, SHAPES, SIZE, _coverage
+from effivmt.data.world import COLORS, SHAPES, SIZE, shape_coverage
 from effivmt.data.world_tasks import PATTERNS, STYLES, pattern_coverage, style_coverage
 from effivmt.metrics.world import nearest_color
 
@@ -347,7 +347,7 @@ def read_look(frame: np.ndarray, marks: dict[str, object], offsets: float = 1.0,
 
 def _pattern_ink(name: str):
     def draw(shape, dx, dy, size, scale):
-        cov = _coverage(shape, dx, dy, size)
+        cov = shape_coverage(shape, dx, dy, size)
         return cov if name == "none" else cov * (1 - pattern_coverage(name, dx, dy, size) * cov)
 
     return draw

@@ -1,0 +1,56 @@
+"""``effivmt pretrain --dit_restart_steps``: a warm restart starts from the first DiT stage's EMA weights, and the
+exported folder follows the latest DiT stage."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from diffusers import WanTransformer3DModel
+from safetensors.torch import save_file
+
+from effivmt.backbone.micro import build_micro_components
+from effivmt.pretrain import dit
+from effivmt.pretrain import run as pretrain
+
+
+def _fake_cache(out) -> None:
+    """Stand-ins for the VAE stages: an untrained micro VAE and 4 random clip latents with their statistics."""
+    vae = build_micro_components(0)["vae"]
+    vae.save_pretrained(str(out / "vae-clips" / "model"))
+    raw = torch.randn(4, 16, 9, 8, 8)
+    stats = {"raw": raw, "mean": raw.mean(dim=(0, 2, 3, 4)), "std": raw.std(dim=(0, 2, 3, 4)), "seeds": torch.arange(4)}
+    (out / "cache").mkdir()
+    save_file(stats, str(out / "cache" / "latents.safetensors"))
+
+
+def test_restart_starts_from_the_first_stage_and_the_export_follows_it(tmp_path, monkeypatch):
+    _fake_cache(tmp_path)
+    pretrain.train_dit(tmp_path, 2, 2, 1e-3, 0, 1000)
+    first = WanTransformer3DModel.from_pretrained(str(tmp_path / "dit" / "model" / "transformer"))
+    seen = {}
+
+    class Spy(dit.TextToVideoPretrainModule):
+        def __init__(self, transformer, *args, **kwargs):
+            seen["start"] = {k: v.clone() for k, v in transformer.state_dict().items()}
+            super().__init__(transformer, *args, **kwargs)
+
+    monkeypatch.setattr(dit, "TextToVideoPretrainModule", Spy)
+    # another seed: a restart that ignored ``init`` would start from other random weights
+    pretrain.train_dit(tmp_path, 2, 2, 1e-3, 1, 1000, "dit-restart", "dit")
+    start, want = seen["start"], first.state_dict()
+    assert all(torch.equal(start[k], want[k]) for k in want)
+    assert json.loads((tmp_path / "dit-restart" / "done.json").read_text())["init"] == "dit"
+
+    monkeypatch.setattr(pretrain, "train_vae", lambda *a: None)
+    monkeypatch.setattr(pretrain, "train_vae_clips", lambda *a: None)
+    monkeypatch.setattr(pretrain, "cache_latents", lambda *a: None)
+    for name in ("vae", "vae-clips", "cache"):
+        pretrain._mark(tmp_path, name)
+    pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2)
+    assert json.loads((tmp_path / "export.json").read_text()) == {"dit": "dit-restart"}
+    exported = (tmp_path / "micro-wan-t2v" / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert (
+        exported
+        == (tmp_path / "dit-restart" / "model" / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    )
