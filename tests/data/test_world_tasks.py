@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from effivmt.data.world import COLORS, SHAPES, _coverage, restyle, sample_scene
+from effivmt.data.world import COLORS, SHAPES, restyle, sample_scene, shape_coverage
 from effivmt.data.world_tasks import (
     HELD_OUT_CAMERAS,
     HELD_OUT_EFFECTS,
@@ -90,7 +90,7 @@ def test_marks_fit_inside_every_shape(pattern):
     yy, xx = np.mgrid[-12:13, -12:13].astype(float)
     for shape in SHAPES:
         mark = pattern_coverage(pattern, xx, yy, 8.0)
-        assert mark.sum() > 8 and (mark * (1 - _coverage(shape, xx, yy, 8.0))).sum() < 0.5
+        assert mark.sum() > 8 and (mark * (1 - shape_coverage(shape, xx, yy, 8.0))).sum() < 0.5
 
 
 def test_mark_and_stroke_colours_are_legible():
