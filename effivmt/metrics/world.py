@@ -94,16 +94,17 @@ def read_clip(frames: torch.Tensor | np.ndarray) -> ClipReading:
     return ClipReading([read_frame(f) for f in frames])
 
 
-def appearance_accuracy(reading: ClipReading, color: str, shape: str, background: str) -> dict[str, float]:
-    """Share of frames whose object colour, shape and background match the target, and their mean."""
-    n = max(1, len(reading.frames))
-    out = {
-        "color": sum(f.color == color for f in reading.frames) / n,
-        "shape": sum(f.shape == shape for f in reading.frames) / n,
-        "background": sum(f.background == background for f in reading.frames) / n,
-    }
+def frame_agreement(frames, **wanted) -> dict[str, float]:
+    """Per attribute, the share of ``frames`` whose reading of it equals the wanted value; and their ``mean``."""
+    n = max(1, len(frames))
+    out = {name: sum(getattr(f, name) == value for f in frames) / n for name, value in wanted.items()}
     out["mean"] = float(np.mean(list(out.values())))
     return out
+
+
+def appearance_accuracy(reading: ClipReading, color: str, shape: str, background: str) -> dict[str, float]:
+    """Share of frames whose object colour, shape and background match the target, and their mean."""
+    return frame_agreement(reading.frames, color=color, shape=shape, background=background)
 
 
 def temporal_consistency(reading: ClipReading) -> float:
@@ -139,6 +140,7 @@ __all__ = [
     "ClipReading",
     "FrameReading",
     "appearance_accuracy",
+    "frame_agreement",
     "nearest_color",
     "path_similarity",
     "read_clip",

@@ -26,7 +26,7 @@ import torch
 
 from effivmt.data.world import COLORS, SHAPES, SIZE, shape_coverage
 from effivmt.data.world_tasks import PATTERNS, STYLES, pattern_coverage, style_coverage
-from effivmt.metrics.world import nearest_color
+from effivmt.metrics.world import frame_agreement, nearest_color
 
 _LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -382,14 +382,8 @@ def read_identity(frames: torch.Tensor | np.ndarray, every: int = 4) -> LookClip
 
 def identity_agreement(reading: LookClipReading, color: str, shape: str, pattern: str) -> dict[str, float]:
     """Share of read frames whose colour, shape and mark match an identity, and their mean (the ID score)."""
-    n = max(1, len(reading.frames))
-    out = {
-        "color": sum(f.color == color for f in reading.frames) / n,
-        "shape": sum(f.shape == shape for f in reading.frames) / n,
-        "pattern": sum(f.mark == pattern for f in reading.frames) / n,
-    }
-    out["mean"] = float(np.mean(list(out.values())))
-    return out
+    out = frame_agreement(reading.frames, color=color, shape=shape, mark=pattern)
+    return {"color": out["color"], "shape": out["shape"], "pattern": out["mark"], "mean": out["mean"]}
 
 
 def read_style(frames: torch.Tensor | np.ndarray, every: int = 4) -> LookClipReading:
