@@ -5,6 +5,7 @@ import weakref
 
 import pytest
 import torch
+from helpers import trainer
 
 from effivmt.errors import EffivmtError
 from effivmt.omnitransfer.encoders import FeatureCache
@@ -79,7 +80,7 @@ def test_an_input_not_cached_raises_once_the_encoder_is_gone(video):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's CPU/worker notices
-def test_setup_frees_the_encoders_before_the_first_step(synthetic_manifest):
+def test_setup_frees_the_encoders_before_the_first_step(synthetic_manifest, tmp_path):
     """Through Lightning: after ``setup`` UMT5, CLIP and (stage 1) Qwen2.5-VL are garbage, not just unreferenced
     by the module, and the step that follows trains on the cached features."""
     import lightning as L
@@ -100,19 +101,11 @@ def test_setup_frees_the_encoders_before_the_first_step(synthetic_manifest):
             seen["names"] = [n for n, _ in pl_module.named_parameters()]
 
     datamodule = PairedVideoDataModule(synthetic_manifest, 9, 32, 32, None, batch_size=1, num_workers=0)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[Probe()],
-    )
-    trainer.fit(module, datamodule=datamodule)
+    fit = trainer(tmp_path, 1, callbacks=[Probe()])
+    fit.fit(module, datamodule=datamodule)
     assert seen["alive"] == [False, False, False]
     assert set(seen["bytes"]) == {"transformer", "vae", "queries+connector"}
     assert not any(".mllm." in n for n in seen["names"])
     # 5 rows, one per task: 5 prompts + 5 task templates (the reference texts); 5 target + 5 reference first frames
     assert len(wan.text_encoder.entries) == 10 and len(wan.image_encoder.entries) == 10
-    assert isinstance(wan.text_encoder, FeatureCache) and trainer.global_step == 1
+    assert isinstance(wan.text_encoder, FeatureCache) and fit.global_step == 1
