@@ -5,12 +5,14 @@ Stages, each skipped once done and resumed from its last checkpoint when interru
 1. ``vae``: ``AutoencoderKLWan`` on short windows of pretraining scenes (:mod:`effivmt.pretrain.vae`), then
    ``vae-clips``: fine-tuned on whole clips;
 2. ``cache``: every pretraining clip encoded once (posterior mode); per-channel mean/std become the
-   VAE's ``latents_mean``/``latents_std``, as in Wan 2.1's config;
+   VAE's ``latents_mean``/``latents_std``, as in Wan 2.1's config; then ``vae-decoder``: the decoder retrained
+   on the cached latents without memory across latent frames (the encoder, hence the cache, unchanged);
 3. ``dit``: ``WanTransformer3DModel`` + ``UMT5EncoderModel`` on the cached latents, EMA weights
    (:mod:`effivmt.pretrain.dit`); a snapshot folder is written every ``snapshot_every`` steps;
    ``dit-restart`` (when ``dit_restart_steps > 0``): a warm restart from ``dit``'s EMA weights, with a fresh
    optimizer and cosine schedule (SGDR, Loshchilov & Hutter 2017), so a finished run can be trained further;
-4. ``export``: ``DIR/micro-wan-t2v``, a ``WanPipeline`` folder that ``load_wan`` and stock diffusers load.
+4. ``export``: ``DIR/micro-wan-t2v``, a ``WanPipeline`` folder that ``load_wan`` and stock diffusers load: the
+   latest DiT stage with the latest VAE stage.
 """
 
 from __future__ import annotations
@@ -87,11 +89,12 @@ def train_vae(out: Path, steps: int, batch_size: int, seed: int) -> None:
 
 
 def train_vae_clips(out: Path, steps: int, batch_size: int, seed: int) -> None:
-    """Stage 1b: the VAE from stage 1 fine-tuned on whole clips (plain autoencoder loss, constant lr 1e-4).
+    """Stage 1b: the VAE from stage 1 trained on whole clips, the teacher latent kept as an anchor.
 
-    Trained on windows of 3 latent frames, the causal VAE reconstructs those (28 dB) but drifts from the
-    4th latent frame on (8-10 dB): its cache states beyond the window were never seen. Whole clips cover
-    all 9 latent frames the DiT will see."""
+    Trained on windows of 3 latent frames, the causal VAE reconstructs those but not the later ones: its
+    receptive field in time (~110 frames) is longer than a clip, so latent frame k sees a history no
+    window had. With the plain autoencoder loss on whole clips, latent frames 3-8 drifted away from the
+    teacher latent and the moving object faded out of them; the anchor keeps it in every latent frame."""
     from diffusers import AutoencoderKLWan
 
     from effivmt.pretrain.vae import VaePretrainModule, WorldWindows
@@ -100,7 +103,7 @@ def train_vae_clips(out: Path, steps: int, batch_size: int, seed: int) -> None:
         return
     t0 = time.time()
     vae = AutoencoderKLWan.from_pretrained(str(out / "vae" / "model")).train()
-    module = VaePretrainModule(vae, lr=1e-4, max_steps=steps, teacher_steps=0, constant_lr=True)
+    module = VaePretrainModule(vae, lr=2e-4, max_steps=steps, teacher_steps=steps // 3, teacher_weight=1.0)
     resume = _last(out, "vae-clips")
     start = torch.load(resume, map_location="cpu", weights_only=False)["global_step"] if resume else 0
     windows = WorldWindows(MICRO_FRAMES, MICRO_SIZE, MICRO_FRAMES, batch_size, seed + 1, start)
@@ -109,6 +112,47 @@ def train_vae_clips(out: Path, steps: int, batch_size: int, seed: int) -> None:
     with atomic_dir(out / "vae-clips" / "model") as tmp:
         vae.eval().save_pretrained(str(tmp))
     _mark(out, "vae-clips", steps=steps, wall_s=round(time.time() - t0, 1))
+
+
+def train_vae_decoder(out: Path, steps: int, batch_size: int, seed: int) -> None:
+    """Stage 2b: the decoder retrained on the cached latents, without memory across latent frames.
+
+    After ``vae-clips`` the encoder's latents match the teacher at every latent frame, yet the recurrent
+    decoder still lost the object from the 4th latent frame on (:func:`effivmt.pretrain.vae.memoryless_decoder`).
+    The encoder is frozen, so the cache and the DiT trained on it stay valid."""
+    from diffusers import AutoencoderKLWan
+
+    from effivmt.pretrain.dit import Steps
+    from effivmt.pretrain.vae import DecoderPretrainModule
+
+    if _done(out, "vae-decoder"):
+        return
+    t0 = time.time()
+    stats = load_file(str(out / "cache" / "latents.safetensors"))
+    vae = AutoencoderKLWan.from_pretrained(str(out / "vae-clips" / "model")).train()
+    module = DecoderPretrainModule(
+        vae, stats["raw"], stats["seeds"].tolist(), batch_size=batch_size, max_steps=steps, seed=seed
+    )
+    data = torch.utils.data.DataLoader(Steps(), batch_size=None)
+    _trainer(out, "vae-decoder", steps, 100, []).fit(module, data, ckpt_path=_last(out, "vae-decoder"))
+    with atomic_dir(out / "vae-decoder" / "model") as tmp:
+        vae.eval().save_pretrained(str(tmp))
+    _mark(out, "vae-decoder", steps=steps, wall_s=round(time.time() - t0, 1))
+
+
+VAE_STAGES = ("vae-decoder", "vae-clips")
+"""Latest first: the exported VAE comes from the first of these that is done."""
+
+
+def final_vae(out: Path):
+    """The latest trained VAE of ``out``, with the cache's latent statistics in its config."""
+    from diffusers import AutoencoderKLWan
+
+    stage = next(n for n in VAE_STAGES if (out / n / "model").is_dir())
+    stats = load_file(str(out / "cache" / "latents.safetensors"))
+    vae = AutoencoderKLWan.from_pretrained(str(out / stage / "model"))
+    vae.register_to_config(latents_mean=stats["mean"].tolist(), latents_std=stats["std"].tolist())
+    return stage, vae
 
 
 @torch.no_grad()
@@ -158,13 +202,10 @@ def _ema_module(trainer, pl_module):
 
 def export_folder(out: Path, dest: Path, module) -> Path:
     """A ``WanPipeline`` folder from the trained VAE (with latent statistics) and ``module``'s DiT + UMT5."""
-    from diffusers import AutoencoderKLWan, WanPipeline
+    from diffusers import WanPipeline
 
     parts = build_micro_components()
-    stats = load_file(str(out / "cache" / "latents.safetensors"))
-    vae = AutoencoderKLWan.from_pretrained(str(out / "vae-clips" / "model"))
-    vae.register_to_config(latents_mean=stats["mean"].tolist(), latents_std=stats["std"].tolist())
-    parts["vae"] = vae
+    parts["vae"] = final_vae(out)[1]
     parts["transformer"].load_state_dict(module.transformer.state_dict())
     parts["text_encoder"].load_state_dict(module.text_encoder.state_dict())
     with atomic_dir(dest) as tmp:
@@ -227,8 +268,9 @@ def pretrain_micro(
     out: str | Path = "runs/pretrain-micro",
     vae_steps: int = 1800,
     vae_batch_size: int = 4,
-    vae_clip_steps: int = 300,
+    vae_clip_steps: int = 450,
     clips: int = 3000,
+    vae_decoder_steps: int = 1000,
     dit_steps: int = 4000,
     dit_batch_size: int = 8,
     dit_lr: float = 5e-4,
@@ -246,6 +288,7 @@ def pretrain_micro(
             causal cache's steady state; or single frames).
         vae_clip_steps: then this many steps on whole clips, 2 a batch (every latent frame a clip has).
         clips: pretraining clips encoded once into the latent cache.
+        vae_decoder_steps: then the decoder alone, without memory across latent frames, on cached latents.
         dit_steps, dit_batch_size, dit_lr: DiT + UMT5 stage.
         dit_restart_steps: then a warm restart from its EMA weights for this many steps (0: none); the result
             is this stage's model. Raising it on a finished run trains that run further.
@@ -265,6 +308,7 @@ def pretrain_micro(
     train_vae(out, vae_steps, vae_batch_size, seed)
     train_vae_clips(out, vae_clip_steps, 2, seed)
     cache_latents(out, clips, seed)
+    train_vae_decoder(out, vae_decoder_steps, 8, seed)
     train_dit(out, dit_steps, dit_batch_size, dit_lr, seed, snapshot_every)
     last = "dit"
     if dit_restart_steps > 0:
@@ -272,12 +316,15 @@ def pretrain_micro(
         last = "dit-restart"
     final = out / MICRO_FOLDER
     marker = out / "export.json"  # which DiT stage the exported folder came from
-    made_from = {"dit": last}
+    vae_stage, vae = final_vae(out)
+    made_from = {"dit": last, "vae": vae_stage}
     if not (final.is_dir() and marker.is_file() and json.loads(marker.read_text()) == made_from):
         with atomic_dir(final) as tmp:
             shutil.copytree(out / last / "model", tmp, dirs_exist_ok=True)
+            shutil.rmtree(tmp / "vae")
+            vae.save_pretrained(str(tmp / "vae"))
         write_json_atomic(marker, made_from)
-    names = ("vae", "vae-clips", "cache", "dit", "dit-restart")
+    names = ("vae", "vae-clips", "cache", "vae-decoder", "dit", "dit-restart")
     stages = {n: json.loads((out / n / "done.json").read_text()) for n in names if _done(out, n)}
     write_json_atomic(out / "pretrain.json", {"stages": stages, "this_call_wall_s": round(time.time() - t0, 1)})
     if install:

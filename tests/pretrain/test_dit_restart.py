@@ -45,10 +45,11 @@ def test_restart_starts_from_the_first_stage_and_the_export_follows_it(tmp_path,
     monkeypatch.setattr(pretrain, "train_vae", lambda *a: None)
     monkeypatch.setattr(pretrain, "train_vae_clips", lambda *a: None)
     monkeypatch.setattr(pretrain, "cache_latents", lambda *a: None)
+    monkeypatch.setattr(pretrain, "train_vae_decoder", lambda *a: None)
     for name in ("vae", "vae-clips", "cache"):
         pretrain._mark(tmp_path, name)
     pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2)
-    assert json.loads((tmp_path / "export.json").read_text()) == {"dit": "dit-restart"}
+    assert json.loads((tmp_path / "export.json").read_text()) == {"dit": "dit-restart", "vae": "vae-clips"}
     exported = (tmp_path / "micro-wan-t2v" / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert (
         exported
