@@ -99,7 +99,8 @@ def _digest(*parts) -> str:
 def run_method(method: str, ref: dict, clip: Path, out: Path, extra: list[str], env: dict) -> dict:
     """Run one method on one clip (reusing a finished run with the same inputs); returns paths and timings."""
     overrides = METHODS[method]
-    key = _digest(method, overrides, ref["clip_prompt"], ref["prompt"], extra, clip.read_bytes().hex()[:4096])
+    clip_sha = hashlib.sha256(clip.read_bytes()).hexdigest()
+    key = _digest(method, overrides, ref["clip_prompt"], ref["prompt"], extra, clip_sha, model_fingerprint(extra))
     folder = out / "runs" / method / ref["name"]
     done = folder / "bench.json"
     if done.is_file() and json.loads(done.read_text()).get("key") == key:
@@ -138,6 +139,24 @@ def _generate_args(extra: list[str]) -> list[str]:
     args += ["--options.steps", str(gen["steps"]), "--options.guidance", str(gen["guidance"])]
     args += ["--options.seed", str(gen["seed"]), "--options.fps", str(gen["fps"])]
     return args + _model_args(extra)
+
+
+def model_fingerprint(extra: list[str]) -> str:
+    """A digest of the weights the runs will load (the ``--model.path`` among ``extra``, else the default), so
+    a results folder made with other weights (a re-pretrained micro Wan) is never reused."""
+    from effivmt.backbone.wan import resolve_model_path
+
+    args, path = _model_args(extra), None
+    for i, a in enumerate(args):
+        if a.startswith("--model.path"):
+            path = a.split("=", 1)[1] if "=" in a else args[i + 1]
+    folder = resolve_model_path(None if path in (None, "null") else path)
+    if folder == "tiny":
+        return "tiny"
+    digest = hashlib.sha256()
+    for file in sorted(Path(folder).rglob("*.safetensors")):
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _model_args(extra: list[str]) -> list[str]:
