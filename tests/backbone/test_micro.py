@@ -51,8 +51,8 @@ def test_model_path_null_means_the_micro_model(monkeypatch):
     [("a red square on a white background", "white"), ("a yellow circle on a blue background", "blue")],
 )
 def test_short_generation_follows_its_prompts_background(micro_pipe, prompt, background):
-    """The background colour is what the shipped (undertrained, 4,000-step) weights follow reliably: 19 of 20
-    prompts in bench/micro_prompts.py. The object's colour (9 of 20) is not yet reliable enough to assert."""
+    """The background colour is what the shipped (undertrained, 8,000-step) weights follow reliably: 20 of 20
+    prompts in bench/micro_prompts.py. The object's colour (11 of 20) is not yet reliable enough to assert."""
     torch.manual_seed(0)
     video = micro_pipe(
         prompt,
