@@ -11,6 +11,7 @@ Stages, each skipped once done and resumed from its last checkpoint when interru
    (:mod:`effivmt.pretrain.dit`); a snapshot folder is written every ``snapshot_every`` steps;
    ``dit-restart`` (when ``dit_restart_steps > 0``): a warm restart from ``dit``'s EMA weights, with a fresh
    optimizer and cosine schedule (SGDR, Loshchilov & Hutter 2017), so a finished run can be trained further;
+   ``dit_restarts`` > 1 chains more of them (``dit-restart-2`` from ``dit-restart``, and so on);
 4. ``export``: ``DIR/micro-wan-t2v``, a ``WanPipeline`` folder that ``load_wan`` and stock diffusers load: the
    latest DiT stage with the latest VAE stage.
 """
@@ -141,7 +142,7 @@ def train_vae_decoder(out: Path, steps: int, batch_size: int, seed: int) -> None
 
 
 VAE_STAGES = ("vae-decoder", "vae-clips")
-"""Latest first: the exported VAE comes from the first of these that is done."""
+"""Latest first: the exported VAE comes from the first of these whose model folder exists."""
 
 
 def final_vae(out: Path):
@@ -264,6 +265,11 @@ def train_dit(
     _mark(out, name, steps=steps, wall_s=round(time.time() - t0, 1), init=init)
 
 
+def restart_stages(count: int) -> list[str]:
+    """Stage names of ``count`` chained warm restarts: ``dit-restart``, ``dit-restart-2``, ..."""
+    return ["dit-restart" if k == 0 else f"dit-restart-{k + 1}" for k in range(count)]
+
+
 def pretrain_micro(
     out: str | Path = "runs/pretrain-micro",
     vae_steps: int = 1800,
@@ -275,6 +281,7 @@ def pretrain_micro(
     dit_batch_size: int = 8,
     dit_lr: float = 5e-4,
     dit_restart_steps: int = 0,
+    dit_restarts: int = 1,
     snapshot_every: int = 1000,
     seed: int = 0,
     threads: int = 0,
@@ -292,6 +299,8 @@ def pretrain_micro(
         dit_steps, dit_batch_size, dit_lr: DiT + UMT5 stage.
         dit_restart_steps: then a warm restart from its EMA weights for this many steps (0: none); the result
             is this stage's model. Raising it on a finished run trains that run further.
+        dit_restarts: how many warm restarts of ``dit_restart_steps`` each, every one from the previous one's
+            EMA weights; raising it on a finished run adds cycles.
         snapshot_every: write a diffusers folder of the EMA weights every this many DiT steps.
         seed: everything random derives from it.
         install: also write the result into the package (``effivmt/assets/micro-wan-t2v``, bf16 weights), where
@@ -311,11 +320,12 @@ def pretrain_micro(
     train_vae_decoder(out, vae_decoder_steps, 8, seed)
     train_dit(out, dit_steps, dit_batch_size, dit_lr, seed, snapshot_every)
     last = "dit"
-    if dit_restart_steps > 0:
-        train_dit(out, dit_restart_steps, dit_batch_size, dit_lr, seed, snapshot_every, "dit-restart", "dit")
-        last = "dit-restart"
+    restarts = restart_stages(dit_restarts if dit_restart_steps > 0 else 0)
+    for k, name in enumerate(restarts):  # each cycle draws other batches than the one before
+        train_dit(out, dit_restart_steps, dit_batch_size, dit_lr, seed + k, snapshot_every, name, last)
+        last = name
     final = out / MICRO_FOLDER
-    marker = out / "export.json"  # which DiT stage the exported folder came from
+    marker = out / "export.json"  # which DiT and VAE stages the exported folder came from
     vae_stage, vae = final_vae(out)
     made_from = {"dit": last, "vae": vae_stage}
     if not (final.is_dir() and marker.is_file() and json.loads(marker.read_text()) == made_from):
@@ -324,7 +334,7 @@ def pretrain_micro(
             shutil.rmtree(tmp / "vae")
             vae.save_pretrained(str(tmp / "vae"))
         write_json_atomic(marker, made_from)
-    names = ("vae", "vae-clips", "cache", "vae-decoder", "dit", "dit-restart")
+    names = ("vae", "vae-clips", "cache", "vae-decoder", "dit", *restarts)
     stages = {n: json.loads((out / n / "done.json").read_text()) for n in names if _done(out, n)}
     write_json_atomic(out / "pretrain.json", {"stages": stages, "this_call_wall_s": round(time.time() - t0, 1)})
     if install:

@@ -55,3 +55,16 @@ def test_restart_starts_from_the_first_stage_and_the_export_follows_it(tmp_path,
         exported
         == (tmp_path / "dit-restart" / "model" / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
     )
+
+
+def test_chained_restarts_each_start_from_the_one_before(tmp_path, monkeypatch):
+    _fake_cache(tmp_path)
+    for stage in ("train_vae", "train_vae_clips", "cache_latents", "train_vae_decoder"):
+        monkeypatch.setattr(pretrain, stage, lambda *a: None)
+    for name in ("vae", "vae-clips", "cache"):
+        pretrain._mark(tmp_path, name)
+    pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2, dit_restarts=2)
+    inits = {n: json.loads((tmp_path / n / "done.json").read_text())["init"] for n in pretrain.restart_stages(2)}
+    assert inits == {"dit-restart": "dit", "dit-restart-2": "dit-restart"}
+    assert json.loads((tmp_path / "export.json").read_text())["dit"] == "dit-restart-2"
+    assert set(json.loads((tmp_path / "pretrain.json").read_text())["stages"]) >= {"dit-restart", "dit-restart-2"}
