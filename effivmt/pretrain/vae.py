@@ -85,6 +85,11 @@ def foreground_weight(video: torch.Tensor, object_weight: float) -> torch.Tensor
     return 1.0 + (object_weight - 1.0) * differs
 
 
+def psnr(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB of videos in [-1, 1] (peak-to-peak 2, hence 4 over the MSE); no gradient."""
+    return 10 * torch.log10(4.0 / (recon - target).detach().pow(2).mean().clamp_min(1e-10))
+
+
 def pixel_loss(recon: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Weighted L1 + MSE, normalised by the weights' mean so the scale does not depend on the object's size."""
     error = (recon - target).abs() + (recon - target).pow(2)
@@ -137,9 +142,7 @@ class VaePretrainModule(L.LightningModule):
             loss = pixel_loss(recon, batch, weight) + self.kl_weight * kl
             if self.teacher_weight > 0:  # an anchor: every latent frame keeps its pooled pixels
                 loss = loss + self.teacher_weight * (z - teacher_latents(batch, z.shape[1])).pow(2).mean()
-        mse = (recon - batch).pow(2).mean()
-        psnr = 10 * torch.log10(4.0 / mse.detach().clamp_min(1e-10))
-        self.log_dict({"vae/loss": loss, "vae/psnr": psnr, "vae/kl": kl}, prog_bar=True, on_step=True)
+        self.log_dict({"vae/loss": loss, "vae/psnr": psnr(recon, batch), "vae/kl": kl}, prog_bar=True, on_step=True)
         return loss
 
     def configure_optimizers(self):
@@ -150,7 +153,7 @@ class VaePretrainModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def memoryless_decoder(vae) -> list[torch.nn.Parameter]:
+def memoryless_decoder(vae) -> None:
     """Zero the past taps of every causal temporal convolution in ``vae.decoder``, and keep them zero.
 
     Wan's decoder is recurrent across latent frames: each causal convolution reads two cached frames of the
@@ -159,11 +162,10 @@ def memoryless_decoder(vae) -> list[torch.nn.Parameter]:
     wrong colour from the fourth on, even with the encoder's latents right at every frame. With only the
     current tap, latent frame ``k`` is decoded from itself alone (frames ``4k-3 .. 4k``; frame 0 from latent 0),
     so what the decoder learns on one latent frame holds for every other. The checkpoint is still a stock
-    ``AutoencoderKLWan``: the zeroed taps are plain weights. Returns the masked weights.
+    ``AutoencoderKLWan``: the zeroed taps are plain weights.
     """
     from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 
-    masked = []
     for conv in vae.decoder.modules():
         if isinstance(conv, WanCausalConv3d) and conv.kernel_size[0] > 1:
             mask = torch.zeros_like(conv.weight)
@@ -171,8 +173,6 @@ def memoryless_decoder(vae) -> list[torch.nn.Parameter]:
             with torch.no_grad():
                 conv.weight.mul_(mask)
             conv.weight.register_hook(lambda grad, mask=mask: grad * mask)
-            masked.append(conv.weight)
-    return masked
 
 
 class DecoderPretrainModule(L.LightningModule):
@@ -222,8 +222,7 @@ class DecoderPretrainModule(L.LightningModule):
         z = torch.stack([self.latents[i][:, [0, k]] for i, k in zip(idx, ks)])
         recon = self.vae.decode(z).sample
         loss = pixel_loss(recon, target, foreground_weight(target, self.object_weight))
-        psnr = 10 * torch.log10(4.0 / (recon - target).pow(2).mean().detach().clamp_min(1e-10))
-        self.log_dict({"decoder/loss": loss, "decoder/psnr": psnr}, prog_bar=True, on_step=True)
+        self.log_dict({"decoder/loss": loss, "decoder/psnr": psnr(recon, target)}, prog_bar=True, on_step=True)
         return loss
 
     def configure_optimizers(self):
