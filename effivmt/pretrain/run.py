@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from effivmt.backbone.micro import MICRO_FOLDER, MICRO_FRAMES, MICRO_SIZE, build_micro_components
 from effivmt.data.world import render, sample_scene
+from effivmt.errors import ConfigError
 from effivmt.io import atomic_dir, atomic_path, write_json_atomic
 
 
@@ -223,9 +224,12 @@ def train_dit(
     snapshot_every: int,
     name: str = "dit",
     init: str | None = None,
+    shift: float = 1.0,
 ) -> None:
     """Train the DiT + UMT5 for ``steps`` into ``out/name``; from scratch, or from the EMA weights that stage
-    ``init`` exported (a warm restart: fresh AdamW, warm-up and cosine schedule)."""
+    ``init`` exported (a warm restart: fresh AdamW, warm-up and cosine schedule). ``shift``: noise levels
+    drawn as ``shift u / (1 + (shift - 1) u)`` (1.0: uniform; above 1, more of them high, where the layout of a
+    video is decided)."""
     from diffusers import WanTransformer3DModel
     from transformers import UMT5EncoderModel
 
@@ -253,6 +257,7 @@ def train_dit(
         batch_size=batch_size,
         lr=lr,
         max_steps=steps,
+        shift=shift,
         seed=seed if init is None else seed + 1,  # a restart draws other batches than the first round
     )
     ema = EMAWeightAveraging(decay=0.998, update_starting_at_step=200)
@@ -262,7 +267,16 @@ def train_dit(
     trainer.fit(module, data, ckpt_path=_last(out, name))
     # after fit, the EMA callback has copied the averaged weights into the module
     export_folder(out, out / name / "model", module)
-    _mark(out, name, steps=steps, wall_s=round(time.time() - t0, 1), init=init)
+    _mark(out, name, steps=steps, wall_s=round(time.time() - t0, 1), init=init, shift=shift)
+
+
+def restart_cycles(steps: int | list[int], count: int) -> list[int]:
+    """Steps of each warm restart: ``count`` cycles of ``steps``, or one cycle per entry of a list."""
+    if isinstance(steps, int):
+        return [steps] * count if steps > 0 else []
+    if any(n <= 0 for n in steps):
+        raise ConfigError(f"dit_restart_steps: every cycle needs steps > 0, got {steps}", "e.g. [4000, 4000, 20000]")
+    return list(steps)
 
 
 def restart_stages(count: int) -> list[str]:
@@ -280,8 +294,9 @@ def pretrain_micro(
     dit_steps: int = 4000,
     dit_batch_size: int = 8,
     dit_lr: float = 5e-4,
-    dit_restart_steps: int = 0,
+    dit_restart_steps: int | list[int] = 0,
     dit_restarts: int = 1,
+    dit_shift: float = 1.0,
     snapshot_every: int = 1000,
     seed: int = 0,
     threads: int = 0,
@@ -300,7 +315,10 @@ def pretrain_micro(
         dit_restart_steps: then a warm restart from its EMA weights for this many steps (0: none); the result
             is this stage's model. Raising it on a finished run trains that run further.
         dit_restarts: how many warm restarts of ``dit_restart_steps`` each, every one from the previous one's
-            EMA weights; raising it on a finished run adds cycles.
+            EMA weights; raising it on a finished run adds cycles. A list ``dit_restart_steps`` (``[4000, 4000,
+            20000]``) gives each cycle its own length instead.
+        dit_shift: timestep shift of the noise levels the DiT stages draw (1.0: uniform). Like every knob, it
+            applies to the stages this call trains; finished stages keep theirs (``pretrain.json`` records it).
         snapshot_every: write a diffusers folder of the EMA weights every this many DiT steps.
         seed: everything random derives from it.
         install: also write the result into the package (``effivmt/assets/micro-wan-t2v``, bf16 weights), where
@@ -318,11 +336,12 @@ def pretrain_micro(
     train_vae_clips(out, vae_clip_steps, 2, seed)
     cache_latents(out, clips, seed)
     train_vae_decoder(out, vae_decoder_steps, 8, seed)
-    train_dit(out, dit_steps, dit_batch_size, dit_lr, seed, snapshot_every)
+    train_dit(out, dit_steps, dit_batch_size, dit_lr, seed, snapshot_every, shift=dit_shift)
     last = "dit"
-    restarts = restart_stages(dit_restarts if dit_restart_steps > 0 else 0)
-    for k, name in enumerate(restarts):  # each cycle draws other batches than the one before
-        train_dit(out, dit_restart_steps, dit_batch_size, dit_lr, seed + k, snapshot_every, name, last)
+    cycles = restart_cycles(dit_restart_steps, dit_restarts)
+    restarts = restart_stages(len(cycles))
+    for k, (name, steps) in enumerate(zip(restarts, cycles)):  # each cycle draws other batches than the one before
+        train_dit(out, steps, dit_batch_size, dit_lr, seed + k, snapshot_every, name, last, dit_shift)
         last = name
     final = out / MICRO_FOLDER
     marker = out / "export.json"  # which DiT and VAE stages the exported folder came from

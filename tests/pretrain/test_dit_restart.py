@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from diffusers import WanTransformer3DModel
 from safetensors.torch import save_file
 
 from effivmt.backbone.micro import build_micro_components
+from effivmt.errors import ConfigError
 from effivmt.pretrain import dit
 from effivmt.pretrain import run as pretrain
 
@@ -68,3 +70,34 @@ def test_chained_restarts_each_start_from_the_one_before(tmp_path, monkeypatch):
     assert inits == {"dit-restart": "dit", "dit-restart-2": "dit-restart"}
     assert json.loads((tmp_path / "export.json").read_text())["dit"] == "dit-restart-2"
     assert set(json.loads((tmp_path / "pretrain.json").read_text())["stages"]) >= {"dit-restart", "dit-restart-2"}
+
+
+def test_a_finished_run_takes_one_more_cycle_of_its_own_length_and_shift(tmp_path, monkeypatch):
+    _fake_cache(tmp_path)
+    for stage in ("train_vae", "train_vae_clips", "cache_latents", "train_vae_decoder"):
+        monkeypatch.setattr(pretrain, stage, lambda *a: None)
+    for name in ("vae", "vae-clips", "cache"):
+        pretrain._mark(tmp_path, name)
+    pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2, dit_restarts=2)
+    before = {n: (tmp_path / n / "done.json").read_text() for n in ("dit", "dit-restart", "dit-restart-2")}
+    shifts = []
+
+    class Spy(dit.TextToVideoPretrainModule):
+        def __init__(self, *args, **kwargs):
+            shifts.append(kwargs["shift"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(dit, "TextToVideoPretrainModule", Spy)
+    pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=[2, 2, 3], dit_shift=2.0)
+    assert shifts == [2.0]  # only the new cycle trained
+    assert {n: (tmp_path / n / "done.json").read_text() for n in before} == before
+    third = json.loads((tmp_path / "dit-restart-3" / "done.json").read_text())
+    assert (third["steps"], third["init"], third["shift"]) == (3, "dit-restart-2", 2.0)
+    assert json.loads((tmp_path / "export.json").read_text())["dit"] == "dit-restart-3"
+
+
+def test_a_cycle_without_steps_is_refused():
+    with pytest.raises(ConfigError, match="dit_restart_steps"):
+        pretrain.restart_cycles([4000, 0], 1)
+    assert pretrain.restart_cycles(0, 3) == []
+    assert pretrain.restart_cycles(5, 2) == [5, 5]
