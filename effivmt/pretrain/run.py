@@ -365,9 +365,14 @@ def pretrain_micro(
 
 def pack_folder(src: Path, dest: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
     """Copy a pipeline folder with its floating-point weights in ``dtype`` (half the bytes; diffusers and
-    transformers load them back as float32 unless told otherwise)."""
+    transformers load them back as float32 unless told otherwise). Configs lose ``_name_or_path``: the
+    folder a component was loaded from on the machine that trained it means nothing where the package goes."""
     with atomic_dir(dest) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
+        for file in tmp.rglob("config.json"):
+            config = json.loads(file.read_text())
+            if config.pop("_name_or_path", None) is not None:
+                file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         for file in tmp.rglob("*.safetensors"):
             tensors = load_file(str(file))
             packed = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}

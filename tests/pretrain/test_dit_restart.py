@@ -101,3 +101,18 @@ def test_a_cycle_without_steps_is_refused():
         pretrain.restart_cycles([4000, 0], 1)
     assert pretrain.restart_cycles(0, 3) == []
     assert pretrain.restart_cycles(5, 2) == [5, 5]
+
+
+def test_packed_folder_keeps_no_local_paths_and_loads_back(tmp_path):
+    vae = build_micro_components(0)["vae"]
+    vae.save_pretrained(str(tmp_path / "src" / "vae"))
+    config = tmp_path / "src" / "vae" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "_name_or_path": "/work/run/vae-decoder/model"}))
+    pretrain.pack_folder(tmp_path / "src", tmp_path / "packed")
+    packed = json.loads((tmp_path / "packed" / "vae" / "config.json").read_text())
+    assert "_name_or_path" not in packed and packed["z_dim"] == 16
+    from diffusers import AutoencoderKLWan
+
+    back = AutoencoderKLWan.from_pretrained(str(tmp_path / "packed" / "vae"))
+    want = vae.state_dict()
+    assert all(torch.equal(v, want[k].to(torch.bfloat16).float()) for k, v in back.state_dict().items())
