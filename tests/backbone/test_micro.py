@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from effivmt.backbone.micro import MICRO_SIZE, micro_path
+from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE, micro_path
 from effivmt.backbone.wan import load_wan
 from effivmt.metrics.world import read_clip
 
@@ -47,23 +47,27 @@ def test_model_path_null_means_the_micro_model(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "prompt, background",
-    [("a red square on a white background", "white"), ("a yellow circle on a blue background", "blue")],
+    "prompt, color, background",
+    [
+        ("a red square on a white background", "red", "white"),
+        ("a yellow circle on a blue background", "yellow", "blue"),
+    ],
 )
-def test_short_generation_follows_its_prompts_background(micro_pipe, prompt, background):
-    """The background colour is what the shipped (undertrained, 8,000-step) weights follow reliably: 20 of 20
-    prompts in bench/micro_prompts.py. The object's colour (11 of 20) is not yet reliable enough to assert."""
+def test_short_generation_follows_its_prompts_colours(micro_pipe, prompt, color, background):
+    """The shipped (undertrained, 32,000-step) weights follow both colours: of the 20 prompts of
+    bench/micro_prompts.py, the background in 20 and the object's colour in 20. Not the shape (4) or the direction
+    of motion (2): the DiT ignores those words (bench/micro_word_use.py), so they are not asserted."""
     torch.manual_seed(0)
     video = micro_pipe(
         prompt,
-        num_frames=9,
-        height=MICRO_SIZE,
+        num_frames=MICRO_FRAMES,  # the setting bench/micro_prompts.py measures (at 9 frames, 12 steps the
+        height=MICRO_SIZE,  # object's colour was wrong for both prompts)
         width=MICRO_SIZE,
-        num_inference_steps=12,
+        num_inference_steps=30,
         guidance_scale=5.0,
         generator=torch.Generator().manual_seed(0),
         output_type="np",
     ).frames[0]
     reading = read_clip((np.clip(video, 0, 1) * 255).round().astype(np.uint8))
     assert reading.majority("background") == background
-    assert reading.majority("color") != background  # something other than the background is drawn
+    assert reading.majority("color") == color
