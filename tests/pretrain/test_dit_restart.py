@@ -26,6 +26,14 @@ def _fake_cache(out) -> None:
     save_file(stats, str(out / "cache" / "latents.safetensors"))
 
 
+def _vae_stages_done(out, monkeypatch) -> None:
+    """The VAE stages as finished: ``pretrain_micro`` goes straight to the DiT stages on the fake cache."""
+    for stage in ("train_vae", "train_vae_clips", "cache_latents", "train_vae_decoder"):
+        monkeypatch.setattr(pretrain, stage, lambda *a: None)
+    for name in ("vae", "vae-clips", "cache"):
+        pretrain._mark(out, name)
+
+
 def test_restart_starts_from_the_first_stage_and_the_export_follows_it(tmp_path, monkeypatch):
     _fake_cache(tmp_path)
     pretrain.train_dit(tmp_path, 2, 2, 1e-3, 0, 1000)
@@ -44,12 +52,7 @@ def test_restart_starts_from_the_first_stage_and_the_export_follows_it(tmp_path,
     assert all(torch.equal(start[k], want[k]) for k in want)
     assert json.loads((tmp_path / "dit-restart" / "done.json").read_text())["init"] == "dit"
 
-    monkeypatch.setattr(pretrain, "train_vae", lambda *a: None)
-    monkeypatch.setattr(pretrain, "train_vae_clips", lambda *a: None)
-    monkeypatch.setattr(pretrain, "cache_latents", lambda *a: None)
-    monkeypatch.setattr(pretrain, "train_vae_decoder", lambda *a: None)
-    for name in ("vae", "vae-clips", "cache"):
-        pretrain._mark(tmp_path, name)
+    _vae_stages_done(tmp_path, monkeypatch)
     pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2)
     assert json.loads((tmp_path / "export.json").read_text()) == {"dit": "dit-restart", "vae": "vae-clips"}
     exported = (tmp_path / "micro-wan-t2v" / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
@@ -61,10 +64,7 @@ def test_restart_starts_from_the_first_stage_and_the_export_follows_it(tmp_path,
 
 def test_chained_restarts_each_start_from_the_one_before(tmp_path, monkeypatch):
     _fake_cache(tmp_path)
-    for stage in ("train_vae", "train_vae_clips", "cache_latents", "train_vae_decoder"):
-        monkeypatch.setattr(pretrain, stage, lambda *a: None)
-    for name in ("vae", "vae-clips", "cache"):
-        pretrain._mark(tmp_path, name)
+    _vae_stages_done(tmp_path, monkeypatch)
     pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2, dit_restarts=2)
     inits = {n: json.loads((tmp_path / n / "done.json").read_text())["init"] for n in pretrain.restart_stages(2)}
     assert inits == {"dit-restart": "dit", "dit-restart-2": "dit-restart"}
@@ -74,10 +74,7 @@ def test_chained_restarts_each_start_from_the_one_before(tmp_path, monkeypatch):
 
 def test_a_finished_run_takes_one_more_cycle_of_its_own_length_and_shift(tmp_path, monkeypatch):
     _fake_cache(tmp_path)
-    for stage in ("train_vae", "train_vae_clips", "cache_latents", "train_vae_decoder"):
-        monkeypatch.setattr(pretrain, stage, lambda *a: None)
-    for name in ("vae", "vae-clips", "cache"):
-        pretrain._mark(tmp_path, name)
+    _vae_stages_done(tmp_path, monkeypatch)
     pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2, dit_restarts=2)
     before = {n: (tmp_path / n / "done.json").read_text() for n in ("dit", "dit-restart", "dit-restart-2")}
     shifts = []
