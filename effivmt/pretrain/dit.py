@@ -58,7 +58,7 @@ class TextToVideoPretrainModule(L.LightningModule):
         shift: timestep shift when sampling noise levels (1.0: uniform).
         seed: base seed of the per-step generator.
         compact_padding: compute cross-attention over the 512-token padding once, with its exact logit
-            bias (:mod:`effivmt.pretrain.text_padding`): the same function, about twice the steps per second.
+            bias (:mod:`effivmt.pretrain.text_padding`): the same function, 1.7x the steps per second.
     """
 
     def __init__(
