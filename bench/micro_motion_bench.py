@@ -26,6 +26,7 @@ inputs match) and prints one JSON line::
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -151,8 +152,12 @@ def model_fingerprint(extra: list[str]) -> str:
         if a.startswith("--model.path"):
             path = a.split("=", 1)[1] if "=" in a else args[i + 1]
     folder = resolve_model_path(None if path in (None, "null") else path)
-    if folder == "tiny":
-        return "tiny"
+    return "tiny" if folder == "tiny" else _weights_digest(str(folder))
+
+
+@functools.cache
+def _weights_digest(folder: str) -> str:
+    """The folder's safetensors hashed once per bench process (run_method asks for it per clip and method)."""
     digest = hashlib.sha256()
     for file in sorted(Path(folder).rglob("*.safetensors")):
         digest.update(file.read_bytes())
