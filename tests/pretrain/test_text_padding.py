@@ -12,19 +12,20 @@ from effivmt.backbone.micro import build_micro_components
 from effivmt.pretrain.text_padding import compact_padding, install_padding_bias
 
 
-def _inputs(length: int = 7):
+def _setup(length: int = 7):
+    """A micro DiT with a non-zero output layer, its inputs, and the prompts zero-padded to 512 as the pipeline does."""
+    transformer = build_micro_components(0)["transformer"]
+    torch.nn.init.normal_(transformer.proj_out.weight, std=0.02)  # zero-initialised: give the output a signal
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 16, 3, 8, 8, generator=g)
     embeds = torch.randn(2, length, 64, generator=g)
     embeds[1, 4:] = 0  # the shorter prompt of the batch: zeros after its end, as the pipeline keeps them
-    return x, torch.tensor([900.0, 100.0]), embeds
+    full = torch.cat([embeds, embeds.new_zeros(2, 512 - length, 64)], dim=1)
+    return transformer, x, torch.tensor([900.0, 100.0]), embeds, full
 
 
 def test_compact_padding_matches_512_tokens_output_and_gradients():
-    transformer = build_micro_components(0)["transformer"]
-    torch.nn.init.normal_(transformer.proj_out.weight, std=0.02)  # zero-initialised: give the output a signal
-    x, t, embeds = _inputs()
-    full = torch.cat([embeds, embeds.new_zeros(2, 512 - embeds.shape[1], 64)], dim=1)
+    transformer, x, t, embeds, full = _setup()
     ref = transformer(x, t, full, return_dict=False)[0]
     ref.square().mean().backward()
     ref_grads = {n: p.grad.clone() for n, p in transformer.named_parameters() if p.grad is not None}
@@ -41,10 +42,7 @@ def test_compact_padding_matches_512_tokens_output_and_gradients():
 
 def test_without_the_bias_the_output_differs():
     """The bias is what makes it exact: one padding token without it is another function."""
-    transformer = build_micro_components(0)["transformer"]
-    torch.nn.init.normal_(transformer.proj_out.weight, std=0.02)
-    x, t, embeds = _inputs()
-    full = torch.cat([embeds, embeds.new_zeros(2, 512 - embeds.shape[1], 64)], dim=1)
+    transformer, x, t, embeds, full = _setup()
     with torch.no_grad():
         ref = transformer(x, t, full, return_dict=False)[0]
         state = install_padding_bias(transformer)
