@@ -59,6 +59,27 @@ def _trainer(out: Path, name: str, max_steps: int, every: int, callbacks: list) 
     )
 
 
+class StageClock(Callback):
+    """A stage's wall time over every call that trained it. The seconds of earlier calls travel in the checkpoint
+    (Lightning saves a callback's ``state_dict``), so a stage resumed after an interruption reports its whole
+    time, not only the last call's. An interrupted call's time after its last checkpoint is not counted: those
+    steps are trained again, and counted, in the call that resumes."""
+
+    def __init__(self) -> None:
+        self.start = time.time()
+        self.before = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return round(self.before + time.time() - self.start, 1)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.before + time.time() - self.start}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.before = float(state_dict["seconds"])
+
+
 def _last(out: Path, name: str) -> str | None:
     last = out / name / "checkpoints" / "last.ckpt"
     return str(last) if last.is_file() else None
@@ -77,17 +98,17 @@ def train_vae(out: Path, steps: int, batch_size: int, seed: int) -> None:
 
     if _done(out, "vae"):
         return
-    t0 = time.time()
+    clock = StageClock()
     vae = build_micro_components(seed)["vae"].train()
     module = VaePretrainModule(vae, max_steps=steps)
     resume = _last(out, "vae")
     start = torch.load(resume, map_location="cpu", weights_only=False)["global_step"] if resume else 0
     windows = WorldWindows(9, MICRO_SIZE, MICRO_FRAMES, batch_size, seed, start, p_image=0.5)
     data = torch.utils.data.DataLoader(windows, batch_size=None)
-    _trainer(out, "vae", steps, 100, []).fit(module, data, ckpt_path=resume)
+    _trainer(out, "vae", steps, 100, [clock]).fit(module, data, ckpt_path=resume)
     with atomic_dir(out / "vae" / "model") as tmp:
         vae.eval().save_pretrained(str(tmp))
-    _mark(out, "vae", steps=steps, wall_s=round(time.time() - t0, 1))
+    _mark(out, "vae", steps=steps, wall_s=clock.seconds)
 
 
 def train_vae_clips(out: Path, steps: int, batch_size: int, seed: int) -> None:
@@ -103,17 +124,17 @@ def train_vae_clips(out: Path, steps: int, batch_size: int, seed: int) -> None:
 
     if _done(out, "vae-clips"):
         return
-    t0 = time.time()
+    clock = StageClock()
     vae = AutoencoderKLWan.from_pretrained(str(out / "vae" / "model")).train()
     module = VaePretrainModule(vae, lr=2e-4, max_steps=steps, teacher_steps=steps // 3, teacher_weight=1.0)
     resume = _last(out, "vae-clips")
     start = torch.load(resume, map_location="cpu", weights_only=False)["global_step"] if resume else 0
     windows = WorldWindows(MICRO_FRAMES, MICRO_SIZE, MICRO_FRAMES, batch_size, seed + 1, start)
     data = torch.utils.data.DataLoader(windows, batch_size=None)
-    _trainer(out, "vae-clips", steps, 50, []).fit(module, data, ckpt_path=resume)
+    _trainer(out, "vae-clips", steps, 50, [clock]).fit(module, data, ckpt_path=resume)
     with atomic_dir(out / "vae-clips" / "model") as tmp:
         vae.eval().save_pretrained(str(tmp))
-    _mark(out, "vae-clips", steps=steps, wall_s=round(time.time() - t0, 1))
+    _mark(out, "vae-clips", steps=steps, wall_s=clock.seconds)
 
 
 def train_vae_decoder(out: Path, steps: int, batch_size: int, seed: int) -> None:
@@ -129,17 +150,17 @@ def train_vae_decoder(out: Path, steps: int, batch_size: int, seed: int) -> None
 
     if _done(out, "vae-decoder"):
         return
-    t0 = time.time()
+    clock = StageClock()
     stats = load_file(str(out / "cache" / "latents.safetensors"))
     vae = AutoencoderKLWan.from_pretrained(str(out / "vae-clips" / "model")).train()
     module = DecoderPretrainModule(
         vae, stats["raw"], stats["seeds"].tolist(), batch_size=batch_size, max_steps=steps, seed=seed
     )
     data = torch.utils.data.DataLoader(Steps(), batch_size=None)
-    _trainer(out, "vae-decoder", steps, 100, []).fit(module, data, ckpt_path=_last(out, "vae-decoder"))
+    _trainer(out, "vae-decoder", steps, 100, [clock]).fit(module, data, ckpt_path=_last(out, "vae-decoder"))
     with atomic_dir(out / "vae-decoder" / "model") as tmp:
         vae.eval().save_pretrained(str(tmp))
-    _mark(out, "vae-decoder", steps=steps, wall_s=round(time.time() - t0, 1))
+    _mark(out, "vae-decoder", steps=steps, wall_s=clock.seconds)
 
 
 VAE_STAGES = ("vae-decoder", "vae-clips")
@@ -237,7 +258,7 @@ def train_dit(
 
     if _done(out, name):
         return
-    t0 = time.time()
+    clock = StageClock()
     stats = load_file(str(out / "cache" / "latents.safetensors"))
     z = stats["raw"].shape[1]
     latents = (stats["raw"] - stats["mean"].view(1, z, 1, 1, 1)) / stats["std"].view(1, z, 1, 1, 1)
@@ -264,11 +285,11 @@ def train_dit(
     ema = EMAWeightAveraging(decay=0.998, update_starting_at_step=200, use_buffers=False)
     data = torch.utils.data.DataLoader(Steps(), batch_size=None)
     prefix = "step" if name == "dit" else name
-    trainer = _trainer(out, name, steps, 200, [ema, Snapshots(out, snapshot_every, prefix)])
+    trainer = _trainer(out, name, steps, 200, [clock, ema, Snapshots(out, snapshot_every, prefix)])
     trainer.fit(module, data, ckpt_path=_last(out, name))
     # after fit, the EMA callback has copied the averaged weights into the module
     export_folder(out, out / name / "model", module)
-    _mark(out, name, steps=steps, wall_s=round(time.time() - t0, 1), init=init, shift=shift)
+    _mark(out, name, steps=steps, wall_s=clock.seconds, init=init, shift=shift)
 
 
 def restart_cycles(steps: int | list[int], count: int) -> list[int]:

@@ -113,3 +113,17 @@ def test_packed_folder_keeps_no_local_paths_and_loads_back(tmp_path):
     back = AutoencoderKLWan.from_pretrained(str(tmp_path / "packed" / "vae"))
     want = vae.state_dict()
     assert all(torch.equal(v, want[k].to(torch.bfloat16).float()) for k, v in back.state_dict().items())
+
+
+def test_a_resumed_stage_reports_the_time_of_every_call(tmp_path):
+    """``wall_s`` once counted only the call that finished a stage; the clock now travels in the checkpoint."""
+    _fake_cache(tmp_path)
+    pretrain.train_dit(tmp_path, 2, 2, 1e-3, 0, 1000)  # the first call: 2 steps, checkpointed as last.ckpt
+    last = tmp_path / "dit" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=False)
+    (state,) = [v for k, v in ckpt["callbacks"].items() if "StageClock" in k]
+    state["seconds"] = 1000.0  # as if the first call had trained for 1000 s before it was interrupted
+    torch.save(ckpt, last)
+    (tmp_path / "dit" / "done.json").unlink()  # the stage as unfinished: the next call resumes from last.ckpt
+    pretrain.train_dit(tmp_path, 2, 2, 1e-3, 0, 1000)
+    assert 1000.0 <= json.loads((tmp_path / "dit" / "done.json").read_text())["wall_s"] < 1100.0
