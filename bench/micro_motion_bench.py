@@ -21,6 +21,7 @@ inputs match) and prints one JSON line::
 
     python bench/micro_motion_bench.py --out runs/mmb            # all methods, 16 clips (hours on 2 cores)
     python bench/micro_motion_bench.py --out runs/mmb --clips 4 --methods base full
+    python bench/micro_motion_bench.py --out runs/mmb-same --clips 8 --methods base full --same-appearance
 """
 
 from __future__ import annotations
@@ -60,8 +61,11 @@ stage to t in [600, 1000] (Timestep-Constrained One-Shot Video Motion Customizat
 HELD_OUT = ("orbit", "zigzag", "figure8", "bounce", "spiral", "accelerate-stop", "two-objects")
 
 
-def references(n: int) -> list[dict]:
-    """``n`` held-out reference scenes and their targets (cycling over the held-out motions)."""
+def references(n: int, same_appearance: bool = False) -> list[dict]:
+    """``n`` held-out reference scenes and their targets (cycling over the held-out motions).
+
+    ``same_appearance``: every target is the reference's own look (the prompt is the clip's caption). This
+    asks whether a method learns the reference's motion at all, apart from carrying it over to a new look."""
     from effivmt.data.world import COLORS, SHAPES, caption, restyle, sample_scene
 
     colors = list(COLORS)
@@ -80,7 +84,7 @@ def references(n: int) -> list[dict]:
         others = {o.color for o in scene.objects[1:]}
         if color in others or background in others:  # two-objects: keep the second object distinguishable
             color = next(c for c in colors if c not in others | {background, obj.color})
-        target = restyle(scene, color, shape, background)
+        target = scene if same_appearance else restyle(scene, color, shape, background)
         out.append(
             {
                 "name": f"{i:02d}-{motion}",
@@ -250,6 +254,9 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--no-reversal", action="store_true", help="skip the time-reversed reference check")
+    parser.add_argument(
+        "--same-appearance", action="store_true", help="target prompt = the clip's own caption (does the motion fit?)"
+    )
     args, extra = parser.parse_known_args()
     info = setup(args)
     extra = [a for a in extra if a != "--"]
@@ -258,7 +265,7 @@ def main() -> None:
     from effivmt.data.video import read_video, write_video
     from effivmt.data.world import render, time_reversed
 
-    refs = references(args.clips)
+    refs = references(args.clips, args.same_appearance)
     (args.out / "clips").mkdir(parents=True, exist_ok=True)
     rows: dict[str, list[dict]] = {m: [] for m in args.methods}
     for ref in refs:
@@ -306,6 +313,7 @@ def main() -> None:
         "summary": summarise(rows),
         "per_clip": rows,
         "reversal": reversal,
+        "same_appearance": args.same_appearance,
         "extra_args": extra,
         **info,
     }
