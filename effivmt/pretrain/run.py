@@ -71,7 +71,7 @@ class StageClock(Callback):
 
     @property
     def seconds(self) -> float:
-        return round(self.before + time.time() - self.start, 1)
+        return round(self.state_dict()["seconds"], 1)
 
     def state_dict(self) -> dict[str, float]:
         return {"seconds": self.before + time.time() - self.start}
