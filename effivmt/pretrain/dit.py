@@ -7,16 +7,22 @@ meets at inference what it met in training. Each batch mixes captions with motio
 appearance-only captions (so a prompt may leave the motion open, as EffiVMT's target prompts do) and
 empty ones (classifier-free guidance); one batch in five is single frames (the spatial stage's
 text-to-image case). Every draw comes from a generator seeded by the step, so a resumed run replays it.
+
+The object covers about 14% of the latent pixels of a clip (:func:`latent_object_mask`), so with a plain
+mean the loss is mostly about the background's colour. ``object_weight`` weights the latent pixels the
+object touches, as the VAE stages weight its pixels (:func:`effivmt.pretrain.vae.foreground_weight`).
 """
 
 from __future__ import annotations
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch.utils.data import IterableDataset
 
 from effivmt.data.world import caption, sample_scene
 from effivmt.pretrain import text_padding
+from effivmt.pretrain.vae import foreground_weight
 from effivmt.training.flow import add_noise, denoising_loss, sample_sigmas, timesteps_from_sigmas, velocity_target
 
 MAX_SEQUENCE_LENGTH = 512
@@ -30,6 +36,19 @@ class Steps(IterableDataset):
         while True:
             yield i
             i += 1
+
+
+def latent_object_mask(video: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, f, H/8, W/8)``: 1 on every latent pixel the object touches in any frame it encodes, else 0.
+
+    ``video`` is ``(B, 3, F, H, W)`` in [-1, 1] with ``F = 1 + 4k``. Pooled as Wan's causal VAE groups frames
+    (latent frame 0 is video frame 0 alone, each later one 4 frames) and by its 8 x 8 spatial stride."""
+    if video.shape[2] % 4 != 1:
+        raise ValueError(f"expected 1 + 4k frames, got {video.shape[2]}")
+    on = foreground_weight(video, 2.0) - 1.0  # 1 where a pixel differs from the border's colour
+    b, _, f, h, w = on.shape
+    later = on[:, :, 1:].reshape(b, 1, (f - 1) // 4, 4, h, w).amax(dim=3)
+    return F.max_pool3d(torch.cat([on[:, :, :1], later], dim=2), (1, 8, 8))
 
 
 def encode_prompts_trainable(text_encoder, tokenizer, prompts: list[str], device, pad: bool = True) -> torch.Tensor:
@@ -59,6 +78,9 @@ class TextToVideoPretrainModule(L.LightningModule):
         seed: base seed of the per-step generator.
         compact_padding: compute cross-attention over the 512-token padding once, with its exact logit
             bias (:mod:`effivmt.pretrain.text_padding`): the same function, 1.7x the steps per second.
+        object_masks: :func:`latent_object_mask` of each clip ``(N, 1, f, h, w)``; needed when
+            ``object_weight != 1``.
+        object_weight: loss weight of the latent pixels the object touches (1.0: a plain mean).
     """
 
     def __init__(
@@ -78,8 +100,12 @@ class TextToVideoPretrainModule(L.LightningModule):
         shift: float = 1.0,
         seed: int = 0,
         compact_padding: bool = True,
+        object_masks: torch.Tensor | None = None,
+        object_weight: float = 1.0,
     ) -> None:
         super().__init__()
+        if object_weight != 1.0 and object_masks is None:
+            raise ValueError("object_weight != 1 needs object_masks")
         self.transformer, self.text_encoder, self.tokenizer = transformer, text_encoder, tokenizer
         self.register_buffer("latents", latents, persistent=False)
         self.scene_seeds = scene_seeds
@@ -87,6 +113,9 @@ class TextToVideoPretrainModule(L.LightningModule):
         self.p_image, self.p_appearance, self.p_empty = p_image, p_appearance, p_empty
         self.shift, self.seed = shift, seed
         self.padding_state = text_padding.install_padding_bias(transformer) if compact_padding else None
+        self.object_weight = object_weight
+        if object_weight != 1.0:
+            self.register_buffer("object_masks", object_masks, persistent=False)
 
     def prompts_for(self, indices: list[int], g: torch.Generator) -> list[str]:
         out = []
@@ -103,9 +132,11 @@ class TextToVideoPretrainModule(L.LightningModule):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
         idx = torch.randint(0, self.latents.shape[0], (self.batch_size,), generator=g)
         x0 = self.latents[idx]
+        weight = None if self.object_weight == 1.0 else 1.0 + (self.object_weight - 1.0) * self.object_masks[idx]
         image_batch = float(torch.rand((), generator=g)) < self.p_image
         if image_batch:
             x0 = x0[:, :, :1]  # the causal VAE's first latent is the first frame encoded alone
+            weight = None if weight is None else weight[:, :, :1]
         prompts = self.prompts_for(idx.tolist(), g)
         if image_batch:  # a still image has no motion to caption
             prompts = [
@@ -120,8 +151,10 @@ class TextToVideoPretrainModule(L.LightningModule):
         if compact:
             embeds = text_padding.compact_padding(embeds, self.padding_state, MAX_SEQUENCE_LENGTH)
         pred = self.transformer(xt, timesteps_from_sigmas(sigma).to(x0.device), embeds, return_dict=False)[0]
-        loss = denoising_loss(pred, velocity_target(x0, noise))
+        loss = denoising_loss(pred, velocity_target(x0, noise), weight)
         self.log("dit/loss", loss, prog_bar=True, on_step=True)
+        if weight is not None:  # comparable with unweighted runs
+            self.log("dit/plain_loss", denoising_loss(pred.detach(), velocity_target(x0, noise)), on_step=True)
         self.log("dit/image_batch", float(image_batch), on_step=True)
         return loss
 

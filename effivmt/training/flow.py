@@ -54,9 +54,13 @@ def motion_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> 
     return (1 - F.cosine_similarity(d_pred, d_true, dim=-1, eps=eps)).mean()
 
 
-def denoising_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between predicted and true velocity (float32)."""
-    return F.mse_loss(pred.float(), target.float())
+def denoising_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error between predicted and true velocity (float32). ``weight`` (broadcast to ``pred``)
+    weights each element, normalised by its mean so the loss keeps its scale."""
+    if weight is None:
+        return F.mse_loss(pred.float(), target.float())
+    weight = weight.float().expand_as(pred)
+    return (weight * (pred.float() - target.float()).square()).mean() / weight.mean()
 
 
 __all__ = [
