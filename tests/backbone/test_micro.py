@@ -54,8 +54,8 @@ def test_model_path_null_means_the_micro_model(monkeypatch):
     ],
 )
 def test_short_generation_follows_its_prompts_colours(micro_pipe, prompt, color, background):
-    """The shipped (undertrained, 32,000-step) weights follow both colours: of the 20 prompts of
-    bench/micro_prompts.py, the background in 20 and the object's colour in 20. Not the shape (4) or the direction
+    """The shipped (undertrained, 38,000-step) weights follow both colours: of the 20 prompts of
+    bench/micro_prompts.py, the background in 20 and the object's colour in 19. Not the shape (5) or the direction
     of motion (2): the DiT ignores those words (bench/micro_word_use.py), so they are not asserted."""
     torch.manual_seed(0)
     video = micro_pipe(
