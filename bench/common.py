@@ -68,6 +68,38 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     return info
 
 
+def add_world_clip_args(parser: argparse.ArgumentParser, clips: int) -> None:
+    """Options of the scripts that score the micro Wan's DiT on encoded straight-motion clips of the world."""
+    parser.add_argument("--model", default="micro", help="'micro' or a Wan T2V diffusers folder")
+    parser.add_argument("--clips", type=int, default=clips)
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[0.3, 0.6, 0.8, 0.95])
+    parser.add_argument("--seed", type=int, default=10_000_000, help="first world seed (pretraining uses 0..clips)")
+
+
+def encoded_world_clips(args: argparse.Namespace) -> tuple[Any, list, torch.Tensor]:
+    """The pipeline ``--model`` names, ``--clips`` straight-motion scenes from ``--seed`` and their latents
+    ``(B, z, f, h, w)``: the VAE's posterior mode, normalised by its ``latents_mean``/``latents_std`` as the DiT
+    sees them."""
+    from diffusers import WanPipeline
+
+    from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE
+    from effivmt.backbone.wan import resolve_model_path
+    from effivmt.data.world import render, sample_scene
+
+    pipe = WanPipeline.from_pretrained(str(resolve_model_path(args.model))).to(args.device)
+    vae = pipe.vae.eval()
+    pipe.transformer.eval()
+    scenes = [sample_scene(args.seed + i, motion="linear") for i in range(args.clips)]
+    video = torch.stack([render(s, MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE).frames for s in scenes])  # (B, F, H, W, 3)
+    video = video.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1).to(args.device)
+    z = vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(video)
+    std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(video)
+    with torch.no_grad():
+        x0 = (torch.cat([vae.encode(v[None]).latent_dist.mode() for v in video]) - mean) / std
+    return pipe, scenes, x0
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:

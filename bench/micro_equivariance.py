@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_args, log, setup  # noqa: E402
+from common import add_common_args, add_world_clip_args, encoded_world_clips, log, setup  # noqa: E402
 
 
 def _other(scene, colors) -> str:
@@ -43,31 +43,17 @@ def _other(scene, colors) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(parser)
-    parser.add_argument("--model", default="micro", help="'micro' or a Wan T2V diffusers folder")
-    parser.add_argument("--clips", type=int, default=8)
-    parser.add_argument("--sigmas", type=float, nargs="+", default=[0.3, 0.6, 0.8, 0.95])
-    parser.add_argument("--seed", type=int, default=10_000_000, help="first world seed (pretraining uses 0..clips)")
+    add_world_clip_args(parser, clips=8)
     args = parser.parse_args()
     info = setup(args)
 
-    from diffusers import WanPipeline
+    from effivmt.data.world import COLORS, WorldObject, caption
 
-    from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE
-    from effivmt.backbone.wan import resolve_model_path
-    from effivmt.data.world import COLORS, WorldObject, caption, render, sample_scene
-
-    pipe = WanPipeline.from_pretrained(str(resolve_model_path(args.model))).to(args.device)
-    vae, transformer = pipe.vae.eval(), pipe.transformer.eval()
-    scenes = [sample_scene(args.seed + i, motion="linear") for i in range(args.clips)]
-    video = torch.stack([render(s, MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE).frames for s in scenes])
-    video = video.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1).to(args.device)
-    z = vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(video)
-    std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(video)
+    pipe, scenes, x0 = encoded_world_clips(args)
+    transformer = pipe.transformer
     _, ph, pw = transformer.config.patch_size
     shifts = [(0, pw), (ph, 0), (ph, 2 * pw)]  # whole tokens, so the patch grid stays aligned
     with torch.no_grad():
-        x0 = (torch.cat([vae.encode(v[None]).latent_dist.mode() for v in video]) - mean) / std
         embeds = pipe.encode_prompt([caption(s) for s in scenes], do_classifier_free_guidance=False)[0]
         recoloured = [
             dataclasses.replace(s, objects=(WorldObject(_other(s, COLORS), s.objects[0].shape),)) for s in scenes

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_args, log, setup  # noqa: E402
+from common import add_common_args, add_world_clip_args, encoded_world_clips, log, setup  # noqa: E402
 
 GROUPS = ("direction", "color", "shape", "background")
 
@@ -56,32 +56,18 @@ def bootstrap(values: np.ndarray, seed: int = 0, n: int = 2000) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(parser)
-    parser.add_argument("--model", default="micro", help="'micro' or a Wan T2V diffusers folder")
-    parser.add_argument("--clips", type=int, default=32)
-    parser.add_argument("--sigmas", type=float, nargs="+", default=[0.3, 0.6, 0.8, 0.95])
-    parser.add_argument("--seed", type=int, default=10_000_000, help="first world seed (pretraining uses 0..clips)")
+    add_world_clip_args(parser, clips=32)
     args = parser.parse_args()
     info = setup(args)
 
-    from diffusers import WanPipeline
+    from effivmt.data.world import caption
 
-    from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE
-    from effivmt.backbone.wan import resolve_model_path
-    from effivmt.data.world import caption, render, sample_scene
-
-    pipe = WanPipeline.from_pretrained(str(resolve_model_path(args.model))).to(args.device)
-    vae, transformer = pipe.vae.eval(), pipe.transformer.eval()
-    scenes = [sample_scene(args.seed + i, motion="linear") for i in range(args.clips)]
-    video = torch.stack([render(s, MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE).frames for s in scenes])  # (B, F, H, W, 3)
-    video = video.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1).to(args.device)
-    z = vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(video)
-    std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(video)
+    pipe, scenes, x0 = encoded_world_clips(args)
+    transformer = pipe.transformer
     rng = random.Random(0)
     captions = {"true": [caption(s) for s in scenes]}
     captions.update({g: [caption(swapped(s, g, rng)) for s in scenes] for g in GROUPS})
     with torch.no_grad():
-        x0 = (torch.cat([vae.encode(v[None]).latent_dist.mode() for v in video]) - mean) / std
         embeds = {k: pipe.encode_prompt(v, do_classifier_free_guidance=False)[0] for k, v in captions.items()}
         rows = {}
         for sigma in args.sigmas:
