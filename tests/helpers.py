@@ -56,3 +56,18 @@ def write_heads_recipe(path: Path, **top_level) -> Path:
     }
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+def fake_pretrain_cache(out) -> None:
+    """Stand-ins for the VAE stages: an untrained micro VAE and 4 random clip latents with their statistics."""
+    import torch
+    from safetensors.torch import save_file
+
+    from effivmt.backbone.micro import build_micro_components
+
+    vae = build_micro_components(0)["vae"]
+    vae.save_pretrained(str(out / "vae-clips" / "model"))
+    raw = torch.randn(4, 16, 9, 8, 8)
+    stats = {"raw": raw, "mean": raw.mean(dim=(0, 2, 3, 4)), "std": raw.std(dim=(0, 2, 3, 4)), "seeds": torch.arange(4)}
+    (out / "cache").mkdir()
+    save_file(stats, str(out / "cache" / "latents.safetensors"))

@@ -178,6 +178,12 @@ def final_vae(out: Path):
     return stage, vae
 
 
+def _rendered(seeds: list[int]) -> torch.Tensor:
+    """The pretraining clips of ``seeds`` as the VAE takes them: ``(B, 3, F, H, W)`` in [-1, 1]."""
+    video = torch.stack([render(sample_scene(s), MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE).frames for s in seeds])
+    return video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+
+
 @torch.no_grad()
 def cache_latents(out: Path, clips: int, seed: int) -> None:
     from diffusers import AutoencoderKLWan
@@ -190,11 +196,7 @@ def cache_latents(out: Path, clips: int, seed: int) -> None:
     seeds = [seed * 100_000 + i for i in range(clips)]
     chunks = []
     for start in tqdm(range(0, clips, 16), desc="cache latents", unit="x16 clips"):
-        video = torch.stack(
-            [render(sample_scene(s), MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE).frames for s in seeds[start : start + 16]]
-        )
-        video = video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1
-        chunks.append(vae.encode(video).latent_dist.mode())
+        chunks.append(vae.encode(_rendered(seeds[start : start + 16])).latent_dist.mode())
     raw = torch.cat(chunks)
     mean = raw.mean(dim=(0, 2, 3, 4))
     std = raw.std(dim=(0, 2, 3, 4))
@@ -219,10 +221,7 @@ def cached_object_masks(out: Path) -> torch.Tensor:
             return stored["masks"]
     chunks = []
     for start in tqdm(range(0, len(seeds), 16), desc="object masks", unit="x16 clips"):
-        video = torch.stack(
-            [render(sample_scene(s), MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE).frames for s in seeds[start : start + 16]]
-        )
-        chunks.append(latent_object_mask(video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1))
+        chunks.append(latent_object_mask(_rendered(seeds[start : start + 16])))
     masks = torch.cat(chunks)
     with atomic_path(path) as tmp:
         save_file({"masks": masks.contiguous(), "seeds": torch.tensor(seeds)}, str(tmp))

@@ -8,22 +8,12 @@ import json
 import pytest
 import torch
 from diffusers import WanTransformer3DModel
-from safetensors.torch import save_file
+from helpers import fake_pretrain_cache
 
 from effivmt.backbone.micro import build_micro_components
 from effivmt.errors import ConfigError
 from effivmt.pretrain import dit
 from effivmt.pretrain import run as pretrain
-
-
-def _fake_cache(out) -> None:
-    """Stand-ins for the VAE stages: an untrained micro VAE and 4 random clip latents with their statistics."""
-    vae = build_micro_components(0)["vae"]
-    vae.save_pretrained(str(out / "vae-clips" / "model"))
-    raw = torch.randn(4, 16, 9, 8, 8)
-    stats = {"raw": raw, "mean": raw.mean(dim=(0, 2, 3, 4)), "std": raw.std(dim=(0, 2, 3, 4)), "seeds": torch.arange(4)}
-    (out / "cache").mkdir()
-    save_file(stats, str(out / "cache" / "latents.safetensors"))
 
 
 def _vae_stages_done(out, monkeypatch) -> None:
@@ -35,7 +25,7 @@ def _vae_stages_done(out, monkeypatch) -> None:
 
 
 def test_restart_starts_from_the_first_stage_and_the_export_follows_it(tmp_path, monkeypatch):
-    _fake_cache(tmp_path)
+    fake_pretrain_cache(tmp_path)
     pretrain.train_dit(tmp_path, 2, 2, 1e-3, 0, 1000)
     first = WanTransformer3DModel.from_pretrained(str(tmp_path / "dit" / "model" / "transformer"))
     seen = {}
@@ -63,7 +53,7 @@ def test_restart_starts_from_the_first_stage_and_the_export_follows_it(tmp_path,
 
 
 def test_chained_restarts_each_start_from_the_one_before(tmp_path, monkeypatch):
-    _fake_cache(tmp_path)
+    fake_pretrain_cache(tmp_path)
     _vae_stages_done(tmp_path, monkeypatch)
     pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2, dit_restarts=2)
     inits = {n: json.loads((tmp_path / n / "done.json").read_text())["init"] for n in pretrain.restart_stages(2)}
@@ -73,7 +63,7 @@ def test_chained_restarts_each_start_from_the_one_before(tmp_path, monkeypatch):
 
 
 def test_a_finished_run_takes_one_more_cycle_of_its_own_length_and_shift(tmp_path, monkeypatch):
-    _fake_cache(tmp_path)
+    fake_pretrain_cache(tmp_path)
     _vae_stages_done(tmp_path, monkeypatch)
     pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2, dit_restarts=2)
     before = {n: (tmp_path / n / "done.json").read_text() for n in ("dit", "dit-restart", "dit-restart-2")}
@@ -117,7 +107,7 @@ def test_packed_folder_keeps_no_local_paths_and_loads_back(tmp_path):
 
 def test_a_resumed_stage_reports_the_time_of_every_call(tmp_path):
     """``wall_s`` once counted only the call that finished a stage; the clock now travels in the checkpoint."""
-    _fake_cache(tmp_path)
+    fake_pretrain_cache(tmp_path)
     pretrain.train_dit(tmp_path, 2, 2, 1e-3, 0, 1000)  # the first call: 2 steps, checkpointed as last.ckpt
     last = tmp_path / "dit" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, weights_only=False)

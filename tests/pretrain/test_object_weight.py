@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
+from helpers import fake_pretrain_cache
 
 from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE, build_micro_components
 from effivmt.data.world import render, sample_scene
 from effivmt.pretrain import run as pretrain
 from effivmt.pretrain.dit import TextToVideoPretrainModule, latent_object_mask
 from effivmt.training.flow import denoising_loss
-from tests.pretrain.test_dit_restart import _fake_cache
 
 
 def _video(clip) -> torch.Tensor:
@@ -61,7 +61,7 @@ def test_the_module_weights_the_object_and_keeps_the_scale():
 
 
 def test_train_dit_renders_the_masks_once_and_records_the_weight(tmp_path, monkeypatch):
-    _fake_cache(tmp_path)  # seeds 0..3: real world scenes, so their masks can be rendered
+    fake_pretrain_cache(tmp_path)  # seeds 0..3: real world scenes, so their masks can be rendered
     pretrain.train_dit(tmp_path, 2, 2, 1e-3, 0, 1000, object_weight=5.0)
     assert json.loads((tmp_path / "dit" / "done.json").read_text())["object_weight"] == 5.0
     masks = pretrain.cached_object_masks(tmp_path)
