@@ -22,7 +22,7 @@ from torch.utils.data import IterableDataset
 
 from effivmt.data.world import caption, sample_scene
 from effivmt.pretrain import text_padding
-from effivmt.pretrain.vae import foreground_weight
+from effivmt.pretrain.vae import foreground_mask
 from effivmt.training.flow import add_noise, denoising_loss, sample_sigmas, timesteps_from_sigmas, velocity_target
 
 MAX_SEQUENCE_LENGTH = 512
@@ -45,7 +45,7 @@ def latent_object_mask(video: torch.Tensor) -> torch.Tensor:
     (latent frame 0 is video frame 0 alone, each later one 4 frames) and by its 8 x 8 spatial stride."""
     if video.shape[2] % 4 != 1:
         raise ValueError(f"expected 1 + 4k frames, got {video.shape[2]}")
-    on = foreground_weight(video, 2.0) - 1.0  # 1 where a pixel differs from the border's colour
+    on = foreground_mask(video)
     b, _, f, h, w = on.shape
     later = on[:, :, 1:].reshape(b, 1, (f - 1) // 4, 4, h, w).amax(dim=3)
     return F.max_pool3d(torch.cat([on[:, :, :1], later], dim=2), (1, 8, 8))
@@ -151,10 +151,11 @@ class TextToVideoPretrainModule(L.LightningModule):
         if compact:
             embeds = text_padding.compact_padding(embeds, self.padding_state, MAX_SEQUENCE_LENGTH)
         pred = self.transformer(xt, timesteps_from_sigmas(sigma).to(x0.device), embeds, return_dict=False)[0]
-        loss = denoising_loss(pred, velocity_target(x0, noise), weight)
+        target = velocity_target(x0, noise)
+        loss = denoising_loss(pred, target, weight)
         self.log("dit/loss", loss, prog_bar=True, on_step=True)
         if weight is not None:  # comparable with unweighted runs
-            self.log("dit/plain_loss", denoising_loss(pred.detach(), velocity_target(x0, noise)), on_step=True)
+            self.log("dit/plain_loss", denoising_loss(pred.detach(), target), on_step=True)
         self.log("dit/image_batch", float(image_batch), on_step=True)
         return loss
 

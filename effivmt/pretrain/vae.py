@@ -75,14 +75,19 @@ def teacher_latents(video: torch.Tensor, z_dim: int = 16, seed: int = 0) -> torc
     return 2.0 * torch.einsum("oc,bcfhw->bofhw", rotation, z)
 
 
-def foreground_weight(video: torch.Tensor, object_weight: float) -> torch.Tensor:
-    """Per-pixel loss weight ``(B, 1, F, H, W)``: 1 on the background, ``object_weight`` where a pixel differs
-    from the frame's border colour. Objects cover ~5% of a frame: unweighted, the decoder learns the
-    background colours and leaves the shapes for later."""
+def foreground_mask(video: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, F, H, W)``: 1 where a pixel of ``video`` (``(B, 3, F, H, W)`` in [-1, 1]) differs from its frame's
+    border colour (the world's background), else 0."""
     border = torch.cat([video[..., 0, :], video[..., -1, :], video[..., :, 0], video[..., :, -1]], dim=-1)
     background = border.median(dim=-1).values[..., None, None]  # (B, 3, F, 1, 1)
-    differs = ((video - background).abs().sum(dim=1, keepdim=True) > 0.1).to(video.dtype)
-    return 1.0 + (object_weight - 1.0) * differs
+    return ((video - background).abs().sum(dim=1, keepdim=True) > 0.1).to(video.dtype)
+
+
+def foreground_weight(video: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """Per-pixel loss weight ``(B, 1, F, H, W)``: 1 on the background, ``object_weight`` on the
+    :func:`foreground_mask`. Objects cover ~5% of a frame: unweighted, the decoder learns the
+    background colours and leaves the shapes for later."""
+    return 1.0 + (object_weight - 1.0) * foreground_mask(video)
 
 
 def psnr(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
