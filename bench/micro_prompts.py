@@ -7,6 +7,11 @@ and background colour, and the direction of the object's net displacement (the n
 directions; a displacement under 4 px counts as "still"). One JSON line on stdout::
 
     python bench/micro_prompts.py --model micro | tail -1 | python -m json.tool
+    python bench/micro_prompts.py --model micro-i2v | tail -1 | python -m json.tool
+
+An I2V folder (``micro-i2v``: the packaged micro I2V) renders each caption from its scene's first frame with stock
+``WanImageToVideoPipeline``; its rows also give ``start_px``, how far the object's first-frame centre lies from the
+given frame's, and ``kept``, the share of frames whose colours and shape are the first frame's.
 
 ``--save DIR`` also writes every video and a contact sheet (first, middle and last frame of each).
 """
@@ -55,7 +60,7 @@ def prompts(n: int, seed: int) -> list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(parser)
-    parser.add_argument("--model", default="micro", help="'micro' or a Wan T2V diffusers folder")
+    parser.add_argument("--model", default="micro", help="'micro', 'micro-i2v' or a Wan T2V / I2V diffusers folder")
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7, help="prompt draw (not a pretraining seed)")
     parser.add_argument("--steps", type=int, default=30)
@@ -64,21 +69,29 @@ def main() -> None:
     args = parser.parse_args()
     info = setup(args)
 
-    from diffusers import WanPipeline
+    import diffusers
+    from PIL import Image
 
     from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE
-    from effivmt.backbone.wan import resolve_model_path
+    from effivmt.backbone.wan import PIPELINES, check_wan_folder, resolve_model_path
+    from effivmt.data.world import render
     from effivmt.metrics.world import read_clip
 
-    folder = resolve_model_path(args.model)
-    pipe = WanPipeline.from_pretrained(str(folder)).to(args.device)
+    i2v_keyword = args.model == "micro-i2v"
+    folder, variant = check_wan_folder(
+        resolve_model_path("micro" if i2v_keyword else args.model, "i2v" if i2v_keyword else "t2v")
+    )
+    pipe = getattr(diffusers, PIPELINES[variant]).from_pretrained(str(folder)).to(args.device)
     pipe.set_progress_bar_config(disable=True)
     rows, videos = [], []
     t0 = time.perf_counter()
     for i, (text, scene) in enumerate(prompts(args.n, args.seed)):
         g = torch.Generator().manual_seed(i)
+        given = render(scene, MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE)
+        image = {"image": Image.fromarray(given.frames[0].numpy())} if variant == "i2v" else {}
         video = pipe(
-            text,
+            prompt=text,
+            **image,
             num_frames=MICRO_FRAMES,
             height=MICRO_SIZE,
             width=MICRO_SIZE,
@@ -100,6 +113,17 @@ def main() -> None:
         want["direction"] = scene.direction
         ok = {k: got[k] == want[k] for k in want}
         rows.append({"prompt": text, "got": got, "ok": ok, "all": all(ok.values())})
+        if variant == "i2v":
+            start = r.path[0] - given.tracks[0, 0].numpy()
+            rows[-1]["start_px"] = None if np.isnan(start).any() else float(np.hypot(*start))
+            rows[-1]["kept"] = float(
+                np.mean(
+                    [
+                        f.color == want["color"] and f.background == want["background"] and f.shape == want["shape"]
+                        for f in r.frames
+                    ]
+                )
+            )
         log(f"[{i + 1}/{args.n}] {'ok ' if all(ok.values()) else 'BAD'} {text!r} -> {got}")
     wall = time.perf_counter() - t0
     rates = {k: float(np.mean([r["ok"][k] for r in rows])) for k in ("color", "shape", "background", "direction")}
@@ -107,6 +131,11 @@ def main() -> None:
         np.mean([r["ok"]["color"] and r["ok"]["background"] and r["ok"]["direction"] for r in rows])
     )
     rates["all"] = float(np.mean([r["all"] for r in rows]))
+    if variant == "i2v":
+        starts = [r["start_px"] for r in rows if r["start_px"] is not None]
+        rates["start_px_median"] = float(np.median(starts)) if starts else None
+        rates["start_found"] = len(starts) / len(rows)
+        rates["kept"] = float(np.mean([r["kept"] for r in rows]))
     if args.save:
         from effivmt.data.video import write_video
 
@@ -126,6 +155,7 @@ def main() -> None:
             {
                 "bench": "micro_prompts",
                 "model": str(args.model),
+                "variant": variant,
                 "rates": rates,
                 "wall_s": round(wall, 1),
                 **info,

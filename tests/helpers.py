@@ -71,3 +71,13 @@ def fake_pretrain_cache(out) -> None:
     stats = {"raw": raw, "mean": raw.mean(dim=(0, 2, 3, 4)), "std": raw.std(dim=(0, 2, 3, 4)), "seeds": torch.arange(4)}
     (out / "cache").mkdir()
     save_file(stats, str(out / "cache" / "latents.safetensors"))
+
+
+def vae_stages_done(out, monkeypatch) -> None:
+    """The VAE stages as finished: ``pretrain_micro`` goes straight to the DiT stages on a fake cache."""
+    from effivmt.pretrain import run as pretrain
+
+    for stage in ("train_vae", "train_vae_clips", "cache_latents", "train_vae_decoder"):
+        monkeypatch.setattr(pretrain, stage, lambda *a: None)
+    for name in ("vae", "vae-clips", "cache"):
+        pretrain._mark(out, name)

@@ -7,6 +7,7 @@ the VAE config), so the transformer sees exactly what it sees at inference.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from effivmt.backbone.wan import WanComponents
 
@@ -39,6 +40,60 @@ def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
     mean, std = latent_stats(vae, latents.float())
     video = vae.decode((latents.float() / (1.0 / std) + mean).to(param.device, param.dtype), return_dict=False)[0]
     return video.float().clamp(-1, 1)
+
+
+def first_frame_mask(batch: int, num_frames: int, latent_hw: tuple[int, int], temporal: int = 4) -> torch.Tensor:
+    """The I2V mask ``m`` ``(B, temporal, f, h, w)``: 1 where a pixel frame is given (the first), else 0.
+
+    Mirrors ``WanImageToVideoPipeline.prepare_latents``: the first frame's mask is repeated ``temporal`` times so
+    that ``1 + (F - 1)`` pixel-frame masks fold into ``f = 1 + (F-1)/temporal`` latent frames of ``temporal`` each.
+    """
+    h, w = latent_hw
+    mask = torch.ones(batch, 1, num_frames, h, w)
+    mask[:, :, 1:] = 0
+    mask = torch.cat([mask[:, :, :1].repeat_interleave(temporal, dim=2), mask[:, :, 1:]], dim=2)
+    return mask.view(batch, -1, temporal, h, w).transpose(1, 2)
+
+
+@torch.no_grad()
+def first_frame_condition(vae, first_frame: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Wan 2.1 I2V's condition ``[m, c]`` ``(B, 4 + n, f, h, w)``: mask and latent of ``[first frame, zeros...]``.
+
+    Args:
+        vae: the Wan VAE.
+        first_frame: ``(B, 3, H, W)`` in ``[-1, 1]``.
+        num_frames: pixel frames of the video to generate (``1 + 4k``).
+    """
+    b, _, h, w = first_frame.shape
+    video = torch.cat([first_frame[:, :, None], first_frame.new_zeros(b, 3, num_frames - 1, h, w)], dim=2)
+    cond = vae_encode(vae, video)
+    temporal = 2 ** sum(vae.config.temperal_downsample)  # 4 for Wan 2.1 (sic: diffusers' spelling)
+    mask = first_frame_mask(b, num_frames, cond.shape[-2:], temporal).to(cond)
+    return torch.cat([mask, cond], dim=1)
+
+
+def _resize_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the shortest edge to ``size`` (bicubic), then centre-crop ``size x size`` (CLIP preprocessing)."""
+    h, w = images.shape[-2:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    images = F.interpolate(images, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
+@torch.no_grad()
+def clip_image_features(image_encoder, image_processor, images: torch.Tensor) -> torch.Tensor:
+    """CLIP ``hidden_states[-2]`` ``(B, tokens, image_dim)`` of frames ``(B, 3, H, W)`` in [-1, 1], in the encoder's
+    dtype: ``WanImageToVideoPipeline.encode_image`` in torch (the processor's crop size, mean and std), without PIL."""
+    param = next(image_encoder.parameters())
+    crop = image_processor.crop_size
+    size = crop["height"] if isinstance(crop, dict) else getattr(crop, "height", crop)
+    pixels = _resize_crop((images.float() + 1) / 2, int(size)).clamp(0, 1)
+    mean = torch.tensor(image_processor.image_mean, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(image_processor.image_std, device=pixels.device).view(1, 3, 1, 1)
+    out = image_encoder(pixel_values=((pixels - mean) / std).to(param.device, param.dtype), output_hidden_states=True)
+    return out.hidden_states[-2]
 
 
 def encode_video(components: WanComponents, video: torch.Tensor) -> torch.Tensor:

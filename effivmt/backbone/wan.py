@@ -1,10 +1,10 @@
 """Load Wan 2.1 from a local diffusers-format folder, the packaged micro Wan, or the tiny test model.
 
 ``load_wan(None)`` loads the default: the micro Wan T2V pretrained by the project on the micro world
-(:mod:`effivmt.backbone.micro`), shipped in the package. ``load_wan("tiny")`` builds the random tiny
-model that unit tests use (set ``EFFIVMT_DEFAULT_MODEL=tiny`` to make it the default, as the test suite
-does). ``load_wan("/models/Wan2.1-T2V-1.3B-Diffusers")`` loads real weights. No hub access is ever made.
-There is no micro I2V yet: ``load_wan(None, variant="i2v")`` still gives the tiny random I2V model.
+(:mod:`effivmt.backbone.micro`), shipped in the package; ``load_wan(None, variant="i2v")`` its micro I2V.
+``load_wan("tiny")`` builds the random tiny model that unit tests use (set ``EFFIVMT_DEFAULT_MODEL=tiny`` to make
+it the default, as the test suite does). ``load_wan("/models/Wan2.1-T2V-1.3B-Diffusers")`` loads real weights.
+No hub access is ever made.
 """
 
 from __future__ import annotations
@@ -160,24 +160,24 @@ def load_wan(
 
 
 def resolve_model_path(path: str | Path | None, variant: Variant = "t2v") -> str | Path:
-    """``None`` -> the default model (micro Wan folder, or ``"tiny"``); ``"micro"`` -> the packaged folder."""
-    from effivmt.backbone.micro import micro_available, micro_path
+    """``None`` -> the default model (micro Wan folder, or ``"tiny"``); ``"micro"`` -> the packaged folder of
+    ``variant`` (``micro-wan-t2v`` or ``micro-wan-i2v``)."""
+    from effivmt.backbone.micro import MICRO_FOLDER, MICRO_I2V_FOLDER, micro_i2v_path, micro_path
 
     if path is None:
         path = os.environ.get(DEFAULT_MODEL_ENV, "micro")
-        if variant == "i2v":  # no micro I2V yet: the random tiny one
-            return "tiny"
     keyword = _keyword(path)
     if keyword == "tiny":
         return "tiny"
     if keyword == "micro":
-        if not micro_available():
+        folder, name = (micro_i2v_path(), MICRO_I2V_FOLDER) if variant == "i2v" else (micro_path(), MICRO_FOLDER)
+        if not (folder / "model_index.json").is_file():
             raise ModelFolderError(
-                f"the micro Wan is not in this install ({micro_path()} is missing)",
-                "run `effivmt pretrain --out runs/pretrain` and copy runs/pretrain/micro-wan-t2v there, "
+                f"the micro Wan {variant.upper()} is not in this install ({folder} is missing)",
+                f"run `effivmt pretrain --out runs/pretrain --install true` (it writes runs/pretrain/{name} there), "
                 "or pass --model.path",
             )
-        return micro_path()
+        return folder
     return path
 
 

@@ -16,8 +16,8 @@ import hashlib
 from collections.abc import Callable, Hashable, Sequence
 
 import torch
-import torch.nn.functional as F
 
+from effivmt.backbone.encode import clip_image_features
 from effivmt.errors import EffivmtError
 
 #: Wan's text context length, hard-coded upstream (the I2V processor splits image/text context at it).
@@ -110,16 +110,6 @@ def encode_text(text_encoder, tokenizer, prompts: Sequence[str], max_length: int
     return out
 
 
-def _resize_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize the shortest edge to ``size`` (bicubic), then centre-crop ``size x size`` (CLIP preprocessing)."""
-    h, w = images.shape[-2:]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    images = F.interpolate(images, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return images[..., top : top + size, left : left + size]
-
-
 def frame_key(frame: torch.Tensor) -> tuple:
     """A frame's cache key: its shape and a digest of its float32 bytes (the same decoded frame, the same key)."""
     data = frame.detach().float().cpu().contiguous().numpy().tobytes()
@@ -135,19 +125,7 @@ def encode_image(image_encoder, image_processor, images: torch.Tensor) -> torch.
     :func:`frame_key`.
     """
     if not isinstance(image_encoder, FeatureCache):
-        return _clip(image_encoder, image_processor, images).float()
+        return clip_image_features(image_encoder, image_processor, images).float()
     keys = [frame_key(frame) for frame in images]
-    compute = lambda todo: list(_clip(image_encoder.encoder, image_processor, images[todo]))  # noqa: E731
+    compute = lambda todo: list(clip_image_features(image_encoder.encoder, image_processor, images[todo]))  # noqa: E731
     return torch.stack(image_encoder.lookup(keys, compute)).float()
-
-
-def _clip(image_encoder, image_processor, images: torch.Tensor) -> torch.Tensor:
-    """CLIP ``hidden_states[-2]`` in the encoder's dtype."""
-    param = next(image_encoder.parameters())
-    crop = image_processor.crop_size
-    size = crop["height"] if isinstance(crop, dict) else getattr(crop, "height", crop)
-    pixels = _resize_crop((images.float() + 1) / 2, int(size)).clamp(0, 1)
-    mean = torch.tensor(image_processor.image_mean, device=pixels.device).view(1, 3, 1, 1)
-    std = torch.tensor(image_processor.image_std, device=pixels.device).view(1, 3, 1, 1)
-    out = image_encoder(pixel_values=((pixels - mean) / std).to(param.device, param.dtype), output_hidden_states=True)
-    return out.hidden_states[-2]

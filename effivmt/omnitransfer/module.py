@@ -55,7 +55,7 @@ class OmniTransferModule(L.LightningModule):
 
     Args:
         stage: 1 (DiT blocks), 2 (connector + task queries) or 3 (joint: blocks, connector, queries, MLLM LoRA).
-        model_path: Wan 2.1 I2V diffusers folder; ``None``: tiny random model.
+        model_path: Wan 2.1 I2V diffusers folder; ``None``: the packaged micro Wan I2V; ``"tiny"``: the random tiny one.
         mllm_path: Qwen2.5-VL folder; ``None``: tiny random Qwen2.5-VL.
         init_from: weights of the previous stage (``omnitransfer.safetensors`` or ``.ckpt``).
         tasks: task flags / offsets / templates / queries per task.

@@ -75,7 +75,7 @@ class OmniTransferPipeline:
         """Wan 2.1 I2V (a local folder, or the tiny default) and, if ``use_mllm``, Qwen2.5-VL + queries + connector.
 
         Args:
-            model: diffusers-format Wan 2.1 I2V folder; ``None``: the tiny random I2V model.
+            model: diffusers-format Wan 2.1 I2V folder; ``None``: the packaged micro Wan I2V; ``"tiny"``: a random one.
             mllm: local Qwen2.5-VL folder; ``None``: the tiny random Qwen2.5-VL.
             use_mllm: build the aligner (stage 1 and ablations train without it).
             tasks: task flags, offsets, templates, queries per task.

@@ -18,39 +18,11 @@ from collections.abc import Sequence
 
 import torch
 
+from effivmt.backbone.encode import first_frame_condition as target_condition  # noqa: F401  (OmniTransfer API)
+from effivmt.backbone.encode import first_frame_mask  # noqa: F401  (OmniTransfer API)
 from effivmt.backbone.encode import vae_decode as decode_latents  # noqa: F401  (OmniTransfer API)
-from effivmt.backbone.encode import vae_encode as encode_video
+from effivmt.backbone.encode import vae_encode as encode_video  # noqa: F401  (OmniTransfer API)
 from effivmt.omnitransfer.tasks import TaskConfig
-
-
-def first_frame_mask(batch: int, num_frames: int, latent_hw: tuple[int, int], temporal: int = 4) -> torch.Tensor:
-    """The I2V mask ``m`` ``(B, temporal, f, h, w)``: 1 where a pixel frame is given (the first), else 0.
-
-    Mirrors ``WanImageToVideoPipeline.prepare_latents``: the first frame's mask is repeated ``temporal`` times so
-    that ``1 + (F - 1)`` pixel-frame masks fold into ``f = 1 + (F-1)/temporal`` latent frames of ``temporal`` each.
-    """
-    h, w = latent_hw
-    mask = torch.ones(batch, 1, num_frames, h, w)
-    mask[:, :, 1:] = 0
-    mask = torch.cat([mask[:, :, :1].repeat_interleave(temporal, dim=2), mask[:, :, 1:]], dim=2)
-    return mask.view(batch, -1, temporal, h, w).transpose(1, 2)
-
-
-@torch.no_grad()
-def target_condition(vae, first_frame: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """``[m, c]`` ``(B, 4 + n, f, h, w)`` for the target: mask and latent of ``[first frame, zeros...]``.
-
-    Args:
-        vae: the Wan VAE.
-        first_frame: ``(B, 3, H, W)`` in ``[-1, 1]``.
-        num_frames: pixel frames of the target (``1 + 4k``).
-    """
-    b, _, h, w = first_frame.shape
-    video = torch.cat([first_frame[:, :, None], first_frame.new_zeros(b, 3, num_frames - 1, h, w)], dim=2)
-    cond = encode_video(vae, video)
-    temporal = 2 ** sum(vae.config.temperal_downsample)  # 4 for Wan 2.1 (sic: diffusers' spelling)
-    mask = first_frame_mask(b, num_frames, cond.shape[-2:], temporal).to(cond)
-    return torch.cat([mask, cond], dim=1)
 
 
 def target_input(noisy: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:

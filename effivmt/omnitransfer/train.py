@@ -40,7 +40,7 @@ class OmniModelArgs:
     """Backbone, MLLM and adapter settings."""
 
     path: AnyPath | None = None
-    """Wan 2.1 I2V diffusers folder (the paper uses 14B); empty: the tiny random model."""
+    """Wan 2.1 I2V diffusers folder (the paper uses 14B); empty: the packaged micro Wan I2V; ``tiny``: a random one."""
     mllm: AnyPath | None = None
     """Qwen2.5-VL folder; empty: the tiny random Qwen2.5-VL."""
     dtype: str = "bf16"

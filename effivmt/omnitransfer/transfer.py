@@ -122,12 +122,12 @@ def transfer(
         checkpoint: trained OmniTransfer weights (``omnitransfer.safetensors`` from training, or a ``.ckpt``);
             without it the model is the untrained backbone (useful only for smoke tests). Its task settings
             (queries per task, flags, MLLM frame size) are read from the file.
-        model: diffusers-format Wan 2.1 I2V folder; empty: the tiny random model.
+        model: diffusers-format Wan 2.1 I2V folder; empty: the packaged micro Wan I2V; ``tiny``: the random tiny one.
         mllm: Qwen2.5-VL folder; empty: the tiny random Qwen2.5-VL.
-        num_frames: target frames, ``1 + 4k`` (default 81, or 9 with the tiny model); references are read at this
-            length (or the longest ``1 + 4k`` they have).
-        height: target height, multiple of 16 (default 480, or 32 with the tiny model).
-        width: target width, multiple of 16 (default 832, or 32 with the tiny model).
+        num_frames: target frames, ``1 + 4k`` (default: the model's own, 81 for Wan 2.1, 33 for the micro Wan, 9
+            for the tiny one); references are read at this length (or the longest ``1 + 4k`` they have).
+        height: target height, multiple of 16 (default: the model's own, 480 / 64 / 32).
+        width: target width, multiple of 16 (default: the model's own, 832 / 64 / 32).
         steps: denoising steps.
         guidance: classifier-free guidance scale on the target context (1 disables it).
         negative_prompt: prompt of the unconditional half of guidance.
@@ -146,6 +146,7 @@ def transfer(
     Returns:
         ``out``.
     """
+    from effivmt.backbone.wan import native_video, resolve_model_path
     from effivmt.data.video import check_frame_count, load_clip, write_video
     from effivmt.omnitransfer.checkpoint import file_stage, load_weights, read_metadata
     from effivmt.omnitransfer.pipeline import OmniTransferPipeline
@@ -162,9 +163,11 @@ def transfer(
     out = Path(out)
     if out.suffix.lower() not in _VIDEO_SUFFIXES:
         raise ConfigError(f"--out must end in .mp4, .mkv or .mov, got {out.name}")
-    tiny = model is None
-    num_frames = check_frame_count(num_frames or (9 if tiny else 81))
-    height, width = height or (32 if tiny else 480), width or (32 if tiny else 832)
+    backbone = resolve_model_path(model, "i2v")
+    own = native_video(model, "i2v")
+    native = (9, 32, 32) if backbone == "tiny" else (own.num_frames, own.height, own.width)
+    num_frames = check_frame_count(num_frames or native[0])
+    height, width = height or native[1], width or native[2]
     start = time.perf_counter()
     meta = read_metadata(checkpoint) if checkpoint is not None else {}  # train with N queries -> infer with N
     use_mllm = _context_source(checkpoint, file_stage(meta), use_mllm)
@@ -186,7 +189,7 @@ def transfer(
         log.warning(
             "no --checkpoint: OmniTransfer's reference branch, connector and queries are untrained%s, so the video "
             "will not follow the reference (train with `effivmt omnitransfer` and pass --checkpoint)",
-            " and the backbone is the random tiny Wan" if model is None else "",
+            " and the backbone is the random tiny Wan" if backbone == "tiny" else "",
         )
     pipe.model.eval()
     frame = load_first_frame(first_frame, height, width)
@@ -219,7 +222,7 @@ def transfer(
             "first_frame": str(first_frame),
             "prompt": prompt,
             "checkpoint": str(checkpoint) if checkpoint else None,
-            "model": str(model) if model else "tiny",
+            "model": str(backbone),
             "mllm": (str(mllm) if mllm else "tiny") if use_mllm else None,
             "target_context": "mllm" if use_mllm else "text",
             "checkpoint_stage": file_stage(meta),

@@ -128,14 +128,15 @@ class TextToVideoPretrainModule(L.LightningModule):
                 out.append(caption(scene, with_motion=r >= self.p_empty + self.p_appearance))
         return out
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
+    def draw(self, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]:
+        """One step's clips: ``(indices, x0, loss weight or None, prompts)``. A share ``p_image`` of the batches are
+        single frames (the causal VAE's first latent is the first frame alone; their captions lose the motion)."""
         idx = torch.randint(0, self.latents.shape[0], (self.batch_size,), generator=g)
         x0 = self.latents[idx]
         weight = None if self.object_weight == 1.0 else 1.0 + (self.object_weight - 1.0) * self.object_masks[idx]
         image_batch = float(torch.rand((), generator=g)) < self.p_image
         if image_batch:
-            x0 = x0[:, :, :1]  # the causal VAE's first latent is the first frame encoded alone
+            x0 = x0[:, :, :1]
             weight = None if weight is None else weight[:, :, :1]
         prompts = self.prompts_for(idx.tolist(), g)
         if image_batch:  # a still image has no motion to caption
@@ -143,25 +144,41 @@ class TextToVideoPretrainModule(L.LightningModule):
                 p if not p else caption(sample_scene(self.scene_seeds[i]), with_motion=False)
                 for p, i in zip(prompts, idx.tolist())
             ]
+        self.log("dit/image_batch", float(image_batch), on_step=True)
+        return idx, x0, weight, prompts
+
+    def embed(self, prompts: list[str], device) -> torch.Tensor:
+        """The prompts as ``WanPipeline`` encodes them (with UMT5's gradients; compacted padding if installed)."""
+        compact = self.padding_state is not None
+        embeds = encode_prompts_trainable(self.text_encoder, self.tokenizer, prompts, device, pad=not compact)
+        if compact:
+            embeds = text_padding.compact_padding(embeds, self.padding_state, MAX_SEQUENCE_LENGTH)
+        return embeds
+
+    def velocity(self, xt: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The DiT's prediction for clips ``idx`` (an I2V adds their first-frame condition here)."""
+        return self.transformer(xt, t, embeds, return_dict=False)[0]
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
+        idx, x0, weight, prompts = self.draw(g)
         sigma = sample_sigmas(self.batch_size, self.shift, g)
         noise = torch.randn(x0.shape, generator=g).to(x0)
         xt = add_noise(x0, noise, sigma)
-        compact = self.padding_state is not None
-        embeds = encode_prompts_trainable(self.text_encoder, self.tokenizer, prompts, x0.device, pad=not compact)
-        if compact:
-            embeds = text_padding.compact_padding(embeds, self.padding_state, MAX_SEQUENCE_LENGTH)
-        pred = self.transformer(xt, timesteps_from_sigmas(sigma).to(x0.device), embeds, return_dict=False)[0]
+        embeds = self.embed(prompts, x0.device)
+        pred = self.velocity(xt, timesteps_from_sigmas(sigma).to(x0.device), embeds, idx)
         target = velocity_target(x0, noise)
         loss = denoising_loss(pred, target, weight)
         self.log("dit/loss", loss, prog_bar=True, on_step=True)
         if weight is not None:  # comparable with unweighted runs
             self.log("dit/plain_loss", denoising_loss(pred.detach(), target), on_step=True)
-        self.log("dit/image_batch", float(image_batch), on_step=True)
         return loss
 
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return list(self.transformer.parameters()) + list(self.text_encoder.parameters())
+
     def configure_optimizers(self):
-        params = list(self.transformer.parameters()) + list(self.text_encoder.parameters())
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=0.01, betas=(0.9, 0.99))
+        opt = torch.optim.AdamW(self.trainable(), lr=self.lr, weight_decay=0.01, betas=(0.9, 0.99))
         import math
 
         def factor(step: int) -> float:

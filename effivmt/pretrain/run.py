@@ -12,8 +12,11 @@ Stages, each skipped once done and resumed from its last checkpoint when interru
    ``dit-restart`` (when ``dit_restart_steps > 0``): a warm restart from ``dit``'s EMA weights, with a fresh
    optimizer and cosine schedule (SGDR, Loshchilov & Hutter 2017), so a finished run can be trained further;
    ``dit_restarts`` > 1 chains more of them (``dit-restart-2`` from ``dit-restart``, and so on);
-4. ``export``: ``DIR/micro-wan-t2v``, a ``WanPipeline`` folder that ``load_wan`` and stock diffusers load: the
-   latest DiT stage with the latest VAE stage.
+4. ``i2v`` (when ``i2v_steps > 0``): the micro Wan I2V, warm-started from the latest DiT stage
+   (:mod:`effivmt.pretrain.i2v`) on the same cached clips, each with its first frame's condition and CLIP
+   features (cached once in ``cache/i2v-inputs.safetensors``);
+5. ``export``: ``DIR/micro-wan-t2v``, a ``WanPipeline`` folder that ``load_wan`` and stock diffusers load: the
+   latest DiT stage with the latest VAE stage; and ``DIR/micro-wan-i2v``, a ``WanImageToVideoPipeline`` folder.
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheck
 from lightning.pytorch.loggers import TensorBoardLogger
 from safetensors.torch import load_file, save_file
 
-from effivmt.backbone.micro import MICRO_FOLDER, MICRO_FRAMES, MICRO_SIZE, build_micro_components
+from effivmt.backbone.micro import (
+    MICRO_FOLDER,
+    MICRO_FRAMES,
+    MICRO_I2V_FOLDER,
+    MICRO_SIZE,
+    build_micro_components,
+    build_micro_image_encoder,
+)
 from effivmt.data.world import render, sample_scene
 from effivmt.errors import ConfigError
 from effivmt.io import atomic_dir, atomic_path, write_json_atomic
@@ -320,6 +330,114 @@ def train_dit(
     _mark(out, name, steps=steps, wall_s=clock.seconds, init=init, shift=shift, object_weight=object_weight)
 
 
+@torch.no_grad()
+def cached_i2v_inputs(out: Path, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The I2V condition ``[m, c]`` and CLIP features of every cached clip's first frame (rendered again from its
+    seed, encoded by the exported VAE and the seeded micro CLIP), kept in ``cache/i2v-inputs.safetensors``."""
+    from tqdm.auto import tqdm
+
+    from effivmt.pretrain.i2v import first_frame_inputs
+
+    path = out / "cache" / "i2v-inputs.safetensors"
+    seeds = load_file(str(out / "cache" / "latents.safetensors"))["seeds"].tolist()
+    if path.is_file():
+        stored = load_file(str(path))
+        if stored["seeds"].tolist() == seeds and int(stored["clip_seed"]) == seed:
+            return stored["conditions"], stored["image_embeds"]
+    vae = final_vae(out)[1].eval()
+    image_encoder, image_processor = build_micro_image_encoder(seed)
+    conditions, images = [], []
+    for start in tqdm(range(0, len(seeds), 16), desc="i2v inputs", unit="x16 clips"):
+        cond, image = first_frame_inputs(vae, image_encoder, image_processor, _rendered(seeds[start : start + 16]))
+        conditions.append(cond)
+        images.append(image)
+    tensors = {"conditions": torch.cat(conditions), "image_embeds": torch.cat(images)}
+    with atomic_path(path) as tmp:
+        save_file({**tensors, "seeds": torch.tensor(seeds), "clip_seed": torch.tensor(seed)}, str(tmp))
+    return tensors["conditions"], tensors["image_embeds"]
+
+
+def export_i2v_folder(out: Path, dest: Path, module, seed: int) -> Path:
+    """A ``WanImageToVideoPipeline`` folder: the trained VAE, ``module``'s I2V DiT and frozen UMT5, the seeded CLIP."""
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+
+    from effivmt.backbone.micro import MICRO_I2V
+
+    parts = build_micro_components()
+    parts["vae"] = final_vae(out)[1]
+    parts["transformer"] = WanTransformer3DModel(**MICRO_I2V)
+    parts["transformer"].load_state_dict(module.transformer.state_dict())
+    parts["text_encoder"].load_state_dict(module.text_encoder.state_dict())
+    image_encoder, image_processor = build_micro_image_encoder(seed)
+    with atomic_dir(dest) as tmp:
+        pipe = WanImageToVideoPipeline(**parts, image_encoder=image_encoder, image_processor=image_processor)
+        pipe.save_pretrained(str(tmp))
+    return dest
+
+
+def train_i2v(
+    out: Path,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    init: str,
+    shift: float = 1.0,
+    object_weight: float = 1.0,
+) -> None:
+    """Train the micro I2V for ``steps`` into ``out/i2v``, warm-started from the T2V that stage ``init`` exported.
+
+    The stage remembers its T2V (``i2v/init.json``): once the T2V has moved on (another restart), an I2V made
+    from the old one is refused, never silently reused."""
+    from diffusers import WanTransformer3DModel
+    from transformers import UMT5EncoderModel
+
+    from effivmt.backbone.micro import i2v_from_t2v
+    from effivmt.pretrain.dit import Steps
+    from effivmt.pretrain.i2v import ImageToVideoPretrainModule
+
+    origin = out / "i2v" / "init.json"
+    if origin.is_file() and json.loads(origin.read_text())["init"] != init:
+        made = json.loads(origin.read_text())["init"]
+        raise ConfigError(
+            f"{out / 'i2v'} was trained from the T2V of stage {made}, but the latest T2V is now {init}",
+            f"delete {out / 'i2v'} to train the I2V again from {init}, or pass --i2v_steps 0",
+        )
+    if _done(out, "i2v"):
+        return
+    write_json_atomic(origin, {"init": init})
+    clock = StageClock()
+    stats = load_file(str(out / "cache" / "latents.safetensors"))
+    z = stats["raw"].shape[1]
+    latents = (stats["raw"] - stats["mean"].view(1, z, 1, 1, 1)) / stats["std"].view(1, z, 1, 1, 1)
+    conditions, image_embeds = cached_i2v_inputs(out, seed)
+    folder = out / init / "model"
+    transformer = i2v_from_t2v(WanTransformer3DModel.from_pretrained(str(folder / "transformer")), seed)
+    text_encoder = UMT5EncoderModel.from_pretrained(str(folder / "text_encoder"))
+    module = ImageToVideoPretrainModule(
+        transformer.train(),
+        text_encoder,
+        build_micro_components(seed)["tokenizer"],
+        latents,
+        stats["seeds"].tolist(),
+        conditions,
+        image_embeds,
+        batch_size=batch_size,
+        lr=lr,
+        max_steps=steps,
+        shift=shift,
+        seed=seed + 101,  # other batches than any T2V stage drew
+        object_masks=cached_object_masks(out) if object_weight != 1.0 else None,
+        object_weight=object_weight,
+    )
+    ema = EMAWeightAveraging(decay=0.998, update_starting_at_step=200, use_buffers=False)
+    data = torch.utils.data.DataLoader(Steps(), batch_size=None)
+    trainer = _trainer(out, "i2v", steps, 200, [clock, ema])
+    trainer.fit(module, data, ckpt_path=_last(out, "i2v"))
+    export_i2v_folder(out, out / "i2v" / "model", module, seed)
+    _mark(out, "i2v", steps=steps, wall_s=clock.seconds, init=init, shift=shift, object_weight=object_weight)
+
+
 def restart_cycles(steps: int | list[int], count: int) -> list[int]:
     """Steps of each warm restart: ``count`` cycles of ``steps``, or one cycle per entry of a list."""
     if isinstance(steps, int):
@@ -348,6 +466,7 @@ def pretrain_micro(
     dit_restarts: int = 1,
     dit_shift: float = 1.0,
     dit_object_weight: float = 1.0,
+    i2v_steps: int = 4000,
     snapshot_every: int = 1000,
     seed: int = 0,
     threads: int = 0,
@@ -372,10 +491,13 @@ def pretrain_micro(
             applies to the stages this call trains; finished stages keep theirs (``pretrain.json`` records it).
         dit_object_weight: loss weight of the latent pixels the object touches in the DiT stages (1.0: a
             plain mean; the object covers ~14% of them). Recorded per stage like the shift.
+        i2v_steps: then the micro I2V for this many steps, warm-started from the latest DiT stage (0: none);
+            exported as ``out/micro-wan-i2v``. It uses the DiT stages' batch size, learning rate, shift and object
+            weight.
         snapshot_every: write a diffusers folder of the EMA weights every this many DiT steps.
         seed: everything random derives from it.
-        install: also write the result into the package (``effivmt/assets/micro-wan-t2v``, bf16 weights), where
-            ``model.path: null`` finds it.
+        install: also write the results into the package (``effivmt/assets/micro-wan-t2v`` and ``micro-wan-i2v``,
+            bf16 weights), where ``model.path: null`` finds them.
         threads: torch intra-op threads (0: torch's default). On a CPU shared with other work, 1 avoids
             OpenMP threads waiting on each other (we measured 6 s per VAE step with 2 contended threads).
     """
@@ -397,23 +519,36 @@ def pretrain_micro(
     for k, (name, steps) in enumerate(zip(restarts, cycles)):  # each cycle draws other batches than the one before
         train_dit(out, steps, dit_batch_size, dit_lr, seed + k, snapshot_every, name, last, **weighting)
         last = name
-    final = out / MICRO_FOLDER
-    marker = out / "export.json"  # which DiT and VAE stages the exported folder came from
+    if i2v_steps > 0:
+        train_i2v(out, i2v_steps, dit_batch_size, dit_lr, seed, last, **weighting)
     vae_stage, vae = final_vae(out)
-    made_from = {"dit": last, "vae": vae_stage}
-    if not (final.is_dir() and marker.is_file() and json.loads(marker.read_text()) == made_from):
-        with atomic_dir(final) as tmp:
-            shutil.copytree(out / last / "model", tmp, dirs_exist_ok=True)
-            shutil.rmtree(tmp / "vae")
-            vae.save_pretrained(str(tmp / "vae"))
-        write_json_atomic(marker, made_from)
-    names = ("vae", "vae-clips", "cache", "vae-decoder", "dit", *restarts)
+    final = _export(out, MICRO_FOLDER, "export.json", {"dit": last, "vae": vae_stage}, out / last / "model", vae)
+    finals = [final]
+    if _done(out, "i2v"):  # made from the T2V it records (with --i2v_steps 0, perhaps not the latest one)
+        made_from = {"i2v": json.loads((out / "i2v" / "done.json").read_text())["init"], "vae": vae_stage}
+        finals.append(_export(out, MICRO_I2V_FOLDER, "export-i2v.json", made_from, out / "i2v" / "model", vae))
+    names = ("vae", "vae-clips", "cache", "vae-decoder", "dit", *restarts, "i2v")
     stages = {n: json.loads((out / n / "done.json").read_text()) for n in names if _done(out, n)}
     write_json_atomic(out / "pretrain.json", {"stages": stages, "this_call_wall_s": round(time.time() - t0, 1)})
     if install:
-        from effivmt.backbone.micro import micro_path
+        from effivmt.backbone.micro import micro_i2v_path, micro_path
 
-        pack_folder(final, micro_path())
+        for folder, dest in zip(finals, (micro_path(), micro_i2v_path())):
+            pack_folder(folder, dest)
+    return final
+
+
+def _export(out: Path, name: str, marker: str, made_from: dict, model: Path, vae) -> Path:
+    """``out/name``: the pipeline folder ``model`` with the latest ``vae``, rewritten only when what it is made
+    from (``made_from``, kept in ``out/marker``) changed."""
+    final = out / name
+    marker = out / marker
+    if not (final.is_dir() and marker.is_file() and json.loads(marker.read_text()) == made_from):
+        with atomic_dir(final) as tmp:
+            shutil.copytree(model, tmp, dirs_exist_ok=True)
+            shutil.rmtree(tmp / "vae")
+            vae.save_pretrained(str(tmp / "vae"))
+        write_json_atomic(marker, made_from)
     return final
 
 

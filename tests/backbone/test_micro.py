@@ -1,4 +1,5 @@
-"""The packaged micro Wan: a stock diffusers folder, the default model, small, and it follows its prompts."""
+"""The packaged micro Wan T2V and I2V: stock diffusers folders, the default models, small together, and they follow
+their prompts (the I2V: its first frame)."""
 
 import json
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE, micro_path
+from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE, micro_i2v_path, micro_path
 from effivmt.backbone.wan import load_wan
 from effivmt.metrics.world import read_clip
 
@@ -33,9 +34,27 @@ def test_micro_folder_is_a_stock_wan_pipeline(micro_pipe):
     assert micro_pipe.transformer.dtype == torch.float32  # bf16 on disk, float32 once loaded
 
 
-def test_micro_folder_is_small():
-    size = sum(f.stat().st_size for f in micro_path().rglob("*") if f.is_file())
-    assert size <= MAX_BYTES, f"micro Wan folder is {size / 2**20:.1f} MiB"
+@pytest.fixture(scope="module")
+def micro_i2v_pipe():
+    from diffusers import WanImageToVideoPipeline
+
+    return WanImageToVideoPipeline.from_pretrained(str(micro_i2v_path()))
+
+
+def test_micro_folders_are_small_together():
+    files = [f for folder in (micro_path(), micro_i2v_path()) for f in folder.rglob("*") if f.is_file()]
+    size = sum(f.stat().st_size for f in files)
+    assert size <= MAX_BYTES, f"the micro Wan folders are {size / 2**20:.1f} MiB"
+
+
+def test_micro_i2v_folder_is_a_stock_wan_i2v_pipeline(micro_i2v_pipe):
+    from transformers import CLIPVisionModel
+
+    index = json.loads((micro_i2v_path() / "model_index.json").read_text())
+    assert index["_class_name"] == "WanImageToVideoPipeline"
+    config = micro_i2v_pipe.transformer.config
+    assert (config.in_channels, config.image_dim, config.added_kv_proj_dim) == (36, 32, 144)
+    assert isinstance(micro_i2v_pipe.image_encoder, CLIPVisionModel)
 
 
 def test_model_path_null_means_the_micro_model(monkeypatch):
@@ -44,6 +63,8 @@ def test_model_path_null_means_the_micro_model(monkeypatch):
     assert components.source == str(micro_path())
     assert components.transformer.config.num_layers == 6
     assert load_wan("tiny").source == "tiny"
+    i2v = load_wan(None, variant="i2v")
+    assert (i2v.variant, i2v.source, i2v.transformer.config.in_channels) == ("i2v", str(micro_i2v_path()), 36)
 
 
 @pytest.mark.parametrize(
@@ -71,3 +92,30 @@ def test_short_generation_follows_its_prompts_colours(micro_pipe, prompt, color,
     reading = read_clip((np.clip(video, 0, 1) * 255).round().astype(np.uint8))
     assert reading.majority("background") == background
     assert reading.majority("color") == color
+
+
+@pytest.mark.parametrize("seed", [7000, 7003])
+def test_short_i2v_generation_keeps_its_first_frame(micro_i2v_pipe, seed):
+    """From a first frame of a scene it never saw (pretraining used seeds 0-2,999), the I2V keeps the object's colour
+    and the background in most frames, and starts the object where the frame has it."""
+    from PIL import Image
+
+    from effivmt.data.world import caption, render, sample_scene
+
+    scene = sample_scene(seed, motion="linear")
+    given = render(scene, MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE)
+    video = micro_i2v_pipe(
+        image=Image.fromarray(given.frames[0].numpy()),
+        prompt=caption(scene),
+        num_frames=MICRO_FRAMES,
+        height=MICRO_SIZE,
+        width=MICRO_SIZE,
+        num_inference_steps=20,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).frames[0]
+    reading = read_clip((np.clip(video, 0, 1) * 255).round().astype(np.uint8))
+    assert reading.majority("background") == scene.background
+    assert reading.majority("color") == scene.objects[0].color
+    assert np.hypot(*(reading.path[0] - given.tracks[0, 0].numpy())) < 4.0

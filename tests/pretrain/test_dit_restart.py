@@ -8,20 +8,12 @@ import json
 import pytest
 import torch
 from diffusers import WanTransformer3DModel
-from helpers import fake_pretrain_cache
+from helpers import fake_pretrain_cache, vae_stages_done
 
 from effivmt.backbone.micro import build_micro_components
 from effivmt.errors import ConfigError
 from effivmt.pretrain import dit
 from effivmt.pretrain import run as pretrain
-
-
-def _vae_stages_done(out, monkeypatch) -> None:
-    """The VAE stages as finished: ``pretrain_micro`` goes straight to the DiT stages on the fake cache."""
-    for stage in ("train_vae", "train_vae_clips", "cache_latents", "train_vae_decoder"):
-        monkeypatch.setattr(pretrain, stage, lambda *a: None)
-    for name in ("vae", "vae-clips", "cache"):
-        pretrain._mark(out, name)
 
 
 def test_restart_starts_from_the_first_stage_and_the_export_follows_it(tmp_path, monkeypatch):
@@ -42,8 +34,8 @@ def test_restart_starts_from_the_first_stage_and_the_export_follows_it(tmp_path,
     assert all(torch.equal(start[k], want[k]) for k in want)
     assert json.loads((tmp_path / "dit-restart" / "done.json").read_text())["init"] == "dit"
 
-    _vae_stages_done(tmp_path, monkeypatch)
-    pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2)
+    vae_stages_done(tmp_path, monkeypatch)
+    pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2, i2v_steps=0)
     assert json.loads((tmp_path / "export.json").read_text()) == {"dit": "dit-restart", "vae": "vae-clips"}
     exported = (tmp_path / "micro-wan-t2v" / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert (
@@ -54,8 +46,8 @@ def test_restart_starts_from_the_first_stage_and_the_export_follows_it(tmp_path,
 
 def test_chained_restarts_each_start_from_the_one_before(tmp_path, monkeypatch):
     fake_pretrain_cache(tmp_path)
-    _vae_stages_done(tmp_path, monkeypatch)
-    pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2, dit_restarts=2)
+    vae_stages_done(tmp_path, monkeypatch)
+    pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2, dit_restarts=2, i2v_steps=0)
     inits = {n: json.loads((tmp_path / n / "done.json").read_text())["init"] for n in pretrain.restart_stages(2)}
     assert inits == {"dit-restart": "dit", "dit-restart-2": "dit-restart"}
     assert json.loads((tmp_path / "export.json").read_text())["dit"] == "dit-restart-2"
@@ -64,8 +56,8 @@ def test_chained_restarts_each_start_from_the_one_before(tmp_path, monkeypatch):
 
 def test_a_finished_run_takes_one_more_cycle_of_its_own_length_and_shift(tmp_path, monkeypatch):
     fake_pretrain_cache(tmp_path)
-    _vae_stages_done(tmp_path, monkeypatch)
-    pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2, dit_restarts=2)
+    vae_stages_done(tmp_path, monkeypatch)
+    pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=2, dit_restarts=2, i2v_steps=0)
     before = {n: (tmp_path / n / "done.json").read_text() for n in ("dit", "dit-restart", "dit-restart-2")}
     shifts = []
 
@@ -75,7 +67,8 @@ def test_a_finished_run_takes_one_more_cycle_of_its_own_length_and_shift(tmp_pat
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(dit, "TextToVideoPretrainModule", Spy)
-    pretrain.pretrain_micro(tmp_path, dit_steps=2, dit_batch_size=2, dit_restart_steps=[2, 2, 3], dit_shift=2.0)
+    sizes = dict(dit_steps=2, dit_batch_size=2, i2v_steps=0)
+    pretrain.pretrain_micro(tmp_path, **sizes, dit_restart_steps=[2, 2, 3], dit_shift=2.0)
     assert shifts == [2.0]  # only the new cycle trained
     assert {n: (tmp_path / n / "done.json").read_text() for n in before} == before
     third = json.loads((tmp_path / "dit-restart-3" / "done.json").read_text())
