@@ -102,7 +102,7 @@ def transfer(
     guidance: float = 5.0,
     negative_prompt: str = "",
     seed: int = 0,
-    fps: float = 16.0,
+    fps: float | None = None,
     reference_prompt: str | None = None,
     cache_reference: bool = True,
     use_mllm: bool | None = None,
@@ -132,7 +132,8 @@ def transfer(
         guidance: classifier-free guidance scale on the target context (1 disables it).
         negative_prompt: prompt of the unconditional half of guidance.
         seed: seed of the initial noise.
-        fps: frame rate references are resampled to and the output is written at (Wan 2.1: 16).
+        fps: frame rate references are resampled to and the output is written at (default: the model's own; Wan 2.1
+            and the tiny model 16, the micro Wan 8).
         reference_prompt: the reference branch's text (default: the task template; never the prompt, so the
             reference stays independent of the target and is cached once).
         cache_reference: compute the reference keys/values once per generation (same result, faster).
@@ -165,9 +166,9 @@ def transfer(
         raise ConfigError(f"--out must end in .mp4, .mkv or .mov, got {out.name}")
     backbone = resolve_model_path(model, "i2v")
     own = native_video(model, "i2v")
-    native = (9, 32, 32) if backbone == "tiny" else (own.num_frames, own.height, own.width)
+    native = (9, 32, 32, 16.0) if backbone == "tiny" else (own.num_frames, own.height, own.width, own.fps)
     num_frames = check_frame_count(num_frames or native[0])
-    height, width = height or native[1], width or native[2]
+    height, width, fps = height or native[1], width or native[2], fps or native[3]
     start = time.perf_counter()
     meta = read_metadata(checkpoint) if checkpoint is not None else {}  # train with N queries -> infer with N
     use_mllm = _context_source(checkpoint, file_stage(meta), use_mllm)
