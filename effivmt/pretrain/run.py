@@ -271,6 +271,21 @@ def export_folder(out: Path, dest: Path, module) -> Path:
     return dest
 
 
+def normalised_latents(out: Path) -> tuple[torch.Tensor, list[int]]:
+    """The cached clip latents normalised as the pipelines normalise them (the cache's own per-channel statistics,
+    which the exported VAE carries as ``latents_mean``/``latents_std``), and each clip's world seed."""
+    stats = load_file(str(out / "cache" / "latents.safetensors"))
+    z = stats["raw"].shape[1]
+    latents = (stats["raw"] - stats["mean"].view(1, z, 1, 1, 1)) / stats["std"].view(1, z, 1, 1, 1)
+    return latents, stats["seeds"].tolist()
+
+
+def dit_ema() -> EMAWeightAveraging:
+    """The EMA the DiT stages export: parameters only (with buffers it also averaged the 110 MB latent cache at
+    every step, 42% of a step)."""
+    return EMAWeightAveraging(decay=0.998, update_starting_at_step=200, use_buffers=False)
+
+
 def train_dit(
     out: Path,
     steps: int,
@@ -295,9 +310,7 @@ def train_dit(
     if _done(out, name):
         return
     clock = StageClock()
-    stats = load_file(str(out / "cache" / "latents.safetensors"))
-    z = stats["raw"].shape[1]
-    latents = (stats["raw"] - stats["mean"].view(1, z, 1, 1, 1)) / stats["std"].view(1, z, 1, 1, 1)
+    latents, seeds = normalised_latents(out)
     parts = build_micro_components(seed)
     if init is not None:
         folder = out / init / "model"
@@ -310,7 +323,7 @@ def train_dit(
         parts["text_encoder"].train(),
         parts["tokenizer"],
         latents,
-        stats["seeds"].tolist(),
+        seeds,
         batch_size=batch_size,
         lr=lr,
         max_steps=steps,
@@ -319,8 +332,7 @@ def train_dit(
         object_masks=cached_object_masks(out) if object_weight != 1.0 else None,
         object_weight=object_weight,
     )
-    # parameters only: with buffers, the EMA also averaged the 110 MB latent cache at every step (42% of a step)
-    ema = EMAWeightAveraging(decay=0.998, update_starting_at_step=200, use_buffers=False)
+    ema = dit_ema()
     data = torch.utils.data.DataLoader(Steps(), batch_size=None)
     prefix = "step" if name == "dit" else name
     trainer = _trainer(out, name, steps, 200, [clock, ema, Snapshots(out, snapshot_every, prefix)])
@@ -407,9 +419,7 @@ def train_i2v(
         return
     write_json_atomic(origin, {"init": init})
     clock = StageClock()
-    stats = load_file(str(out / "cache" / "latents.safetensors"))
-    z = stats["raw"].shape[1]
-    latents = (stats["raw"] - stats["mean"].view(1, z, 1, 1, 1)) / stats["std"].view(1, z, 1, 1, 1)
+    latents, seeds = normalised_latents(out)
     conditions, image_embeds = cached_i2v_inputs(out, seed)
     folder = out / init / "model"
     transformer = i2v_from_t2v(WanTransformer3DModel.from_pretrained(str(folder / "transformer")), seed)
@@ -419,7 +429,7 @@ def train_i2v(
         text_encoder,
         build_micro_components(seed)["tokenizer"],
         latents,
-        stats["seeds"].tolist(),
+        seeds,
         conditions,
         image_embeds,
         batch_size=batch_size,
@@ -430,7 +440,7 @@ def train_i2v(
         object_masks=cached_object_masks(out) if object_weight != 1.0 else None,
         object_weight=object_weight,
     )
-    ema = EMAWeightAveraging(decay=0.998, update_starting_at_step=200, use_buffers=False)
+    ema = dit_ema()
     data = torch.utils.data.DataLoader(Steps(), batch_size=None)
     trainer = _trainer(out, "i2v", steps, 200, [clock, ema])
     trainer.fit(module, data, ckpt_path=_last(out, "i2v"))
