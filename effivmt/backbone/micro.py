@@ -85,17 +85,9 @@ def micro_path() -> Path:
     return Path(str(resources.files("effivmt").joinpath("assets", MICRO_FOLDER)))
 
 
-def micro_available() -> bool:
-    return (micro_path() / "model_index.json").is_file()
-
-
 def micro_i2v_path() -> Path:
     """The packaged micro Wan I2V folder (``effivmt/assets/micro-wan-i2v``)."""
     return Path(str(resources.files("effivmt").joinpath("assets", MICRO_I2V_FOLDER)))
-
-
-def micro_i2v_available() -> bool:
-    return (micro_i2v_path() / "model_index.json").is_file()
 
 
 def build_micro_image_encoder(seed: int = 0) -> tuple[Any, Any]:
@@ -124,7 +116,7 @@ def i2v_from_t2v(t2v, seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         i2v = WanTransformer3DModel(**config)
-    state = i2v.state_dict()
+    state = i2v.state_dict()  # views of i2v's own tensors: writing into them sets the weights
     with torch.no_grad():
         for name, value in t2v.state_dict().items():
             if name == "patch_embedding.weight":
@@ -135,7 +127,6 @@ def i2v_from_t2v(t2v, seed: int = 0):
         for block in i2v.blocks:
             block.attn2.add_v_proj.weight.zero_()
             block.attn2.add_v_proj.bias.zero_()
-    i2v.load_state_dict(state)
     return i2v if t2v.dtype == i2v.dtype else i2v.to(t2v.dtype)
 
 

@@ -5,8 +5,9 @@ the latent of ``[first frame, zeros...]``; 36 channels) and attends to CLIP-visi
 through added K/V in every cross-attention. :func:`effivmt.backbone.micro.i2v_from_t2v` builds that DiT from the
 trained T2V so that it starts as the T2V exactly (the new weights that read the condition are zero); this stage
 then trains it with the T2V's flow-matching objective on the same cached clips, each with its own first frame's
-condition (:func:`condition_cache`). UMT5 stays frozen: the I2V shares the T2V's text encoder, as Wan 2.1's do.
-Every batch is whole clips: a single frame given its own first frame has nothing to learn.
+condition, computed once (:func:`effivmt.pretrain.run.cached_i2v_inputs`). UMT5 stays frozen: the I2V shares the
+T2V's text encoder, as Wan 2.1's do. Every batch is whole clips: a single frame given its own first frame has
+nothing to learn.
 """
 
 from __future__ import annotations
