@@ -476,7 +476,7 @@ def pretrain_micro(
     dit_restarts: int = 1,
     dit_shift: float = 1.0,
     dit_object_weight: float = 1.0,
-    i2v_steps: int = 4000,
+    i2v_steps: int = 10000,
     snapshot_every: int = 1000,
     seed: int = 0,
     threads: int = 0,
