@@ -72,7 +72,7 @@ class OmniTransferPipeline:
         device: str = "cpu",
         seed: int = 0,
     ) -> OmniTransferPipeline:
-        """Wan 2.1 I2V (a local folder, or the tiny default) and, if ``use_mllm``, Qwen2.5-VL + queries + connector.
+        """Wan 2.1 I2V (a local folder, the packaged micro one, or tiny) and, if ``use_mllm``, Qwen2.5-VL and connector.
 
         Args:
             model: diffusers-format Wan 2.1 I2V folder; ``None``: the packaged micro Wan I2V; ``"tiny"``: a random one.
