@@ -21,10 +21,12 @@ Stages, each skipped once done and resumed from its last checkpoint when interru
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -216,26 +218,33 @@ def cache_latents(out: Path, clips: int, seed: int) -> None:
 
 
 @torch.no_grad()
-def cached_object_masks(out: Path) -> torch.Tensor:
-    """:func:`~effivmt.pretrain.dit.latent_object_mask` of every cached clip, rendered again from its seed and
-    kept beside the cache (``cache/object-masks.safetensors``; a cache made before the masks gets them here)."""
+def rendered_clip_cache(
+    out: Path, name: str, compute: Callable[[torch.Tensor], dict[str, torch.Tensor]], tags: dict[str, int] | None = None
+) -> dict[str, torch.Tensor]:
+    """What ``compute`` derives from every cached clip, rendered again from its seed 16 at a time, kept in
+    ``cache/NAME.safetensors`` with the seeds (and ``tags``) it was made from and reused only while they match."""
     from tqdm.auto import tqdm
 
-    from effivmt.pretrain.dit import latent_object_mask
-
-    path = out / "cache" / "object-masks.safetensors"
+    path = out / "cache" / f"{name}.safetensors"
     seeds = load_file(str(out / "cache" / "latents.safetensors"))["seeds"].tolist()
+    made_from = {"seeds": torch.tensor(seeds), **{k: torch.tensor(v) for k, v in (tags or {}).items()}}
     if path.is_file():
         stored = load_file(str(path))
-        if stored["seeds"].tolist() == seeds:
-            return stored["masks"]
-    chunks = []
-    for start in tqdm(range(0, len(seeds), 16), desc="object masks", unit="x16 clips"):
-        chunks.append(latent_object_mask(_rendered(seeds[start : start + 16])))
-    masks = torch.cat(chunks)
+        if all(k in stored and torch.equal(stored[k], v) for k, v in made_from.items()):
+            return {k: v for k, v in stored.items() if k not in made_from}
+    parts = [compute(_rendered(seeds[i : i + 16])) for i in tqdm(range(0, len(seeds), 16), desc=name, unit="x16 clips")]
+    tensors = {k: torch.cat([part[k] for part in parts]).contiguous() for k in parts[0]}
     with atomic_path(path) as tmp:
-        save_file({"masks": masks.contiguous(), "seeds": torch.tensor(seeds)}, str(tmp))
-    return masks
+        save_file({**tensors, **made_from}, str(tmp))
+    return tensors
+
+
+def cached_object_masks(out: Path) -> torch.Tensor:
+    """:func:`~effivmt.pretrain.dit.latent_object_mask` of every cached clip, kept beside the cache
+    (``cache/object-masks.safetensors``; a cache made before the masks gets them here)."""
+    from effivmt.pretrain.dit import latent_object_mask
+
+    return rendered_clip_cache(out, "object-masks", lambda video: {"masks": latent_object_mask(video)})["masks"]
 
 
 class Snapshots(Callback):
@@ -342,31 +351,21 @@ def train_dit(
     _mark(out, name, steps=steps, wall_s=clock.seconds, init=init, shift=shift, object_weight=object_weight)
 
 
-@torch.no_grad()
 def cached_i2v_inputs(out: Path, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The I2V condition ``[m, c]`` and CLIP features of every cached clip's first frame (rendered again from its
-    seed, encoded by the exported VAE and the seeded micro CLIP), kept in ``cache/i2v-inputs.safetensors``."""
-    from tqdm.auto import tqdm
-
+    """The I2V condition ``[m, c]`` and CLIP features of every cached clip's first frame, encoded by the exported VAE
+    and the micro CLIP of ``seed``, kept in ``cache/i2v-inputs.safetensors``."""
     from effivmt.pretrain.i2v import first_frame_inputs
 
-    path = out / "cache" / "i2v-inputs.safetensors"
-    seeds = load_file(str(out / "cache" / "latents.safetensors"))["seeds"].tolist()
-    if path.is_file():
-        stored = load_file(str(path))
-        if stored["seeds"].tolist() == seeds and int(stored["clip_seed"]) == seed:
-            return stored["conditions"], stored["image_embeds"]
-    vae = final_vae(out)[1].eval()
-    image_encoder, image_processor = build_micro_image_encoder(seed)
-    conditions, images = [], []
-    for start in tqdm(range(0, len(seeds), 16), desc="i2v inputs", unit="x16 clips"):
-        cond, image = first_frame_inputs(vae, image_encoder, image_processor, _rendered(seeds[start : start + 16]))
-        conditions.append(cond)
-        images.append(image)
-    tensors = {"conditions": torch.cat(conditions), "image_embeds": torch.cat(images)}
-    with atomic_path(path) as tmp:
-        save_file({**tensors, "seeds": torch.tensor(seeds), "clip_seed": torch.tensor(seed)}, str(tmp))
-    return tensors["conditions"], tensors["image_embeds"]
+    @functools.cache
+    def encoders():  # only when the file is missing or stale
+        return final_vae(out)[1].eval(), *build_micro_image_encoder(seed)
+
+    def compute(video: torch.Tensor) -> dict[str, torch.Tensor]:
+        condition, image = first_frame_inputs(*encoders(), video)
+        return {"conditions": condition, "image_embeds": image}
+
+    stored = rendered_clip_cache(out, "i2v-inputs", compute, {"clip_seed": seed})
+    return stored["conditions"], stored["image_embeds"]
 
 
 def export_i2v_folder(out: Path, dest: Path, module, seed: int) -> Path:
