@@ -42,9 +42,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise EffivmtError(f"cannot write to {path.parent}: {err.strerror}", "choose a writable --out folder") from err
     os.close(fd)
     tmp_path = Path(tmp)
-    _default_mode(tmp_path, 0o666)
     try:
         yield tmp_path
+        _default_mode(tmp_path, 0o666)  # after the writer: some (safetensors) replace the file with a 0600 one
         os.replace(tmp_path, path)
     except OSError as err:
         tmp_path.unlink(missing_ok=True)

@@ -6,6 +6,8 @@ the VAE config), so the transformer sees exactly what it sees at inference.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -56,17 +58,20 @@ def first_frame_mask(batch: int, num_frames: int, latent_hw: tuple[int, int], te
 
 
 @torch.no_grad()
-def first_frame_condition(vae, first_frame: torch.Tensor, num_frames: int) -> torch.Tensor:
+def first_frame_condition(
+    vae, first_frame: torch.Tensor, num_frames: int, encode: Callable[..., torch.Tensor] = vae_encode
+) -> torch.Tensor:
     """Wan 2.1 I2V's condition ``[m, c]`` ``(B, 4 + n, f, h, w)``: mask and latent of ``[first frame, zeros...]``.
 
     Args:
         vae: the Wan VAE.
         first_frame: ``(B, 3, H, W)`` in ``[-1, 1]``.
         num_frames: pixel frames of the video to generate (``1 + 4k``).
+        encode: ``encode(vae, video)`` -> normalised latents; :func:`vae_encode`, or one that serves a cache.
     """
     b, _, h, w = first_frame.shape
     video = torch.cat([first_frame[:, :, None], first_frame.new_zeros(b, 3, num_frames - 1, h, w)], dim=2)
-    cond = vae_encode(vae, video)
+    cond = encode(vae, video)
     temporal = 2 ** sum(vae.config.temperal_downsample)  # 4 for Wan 2.1 (sic: diffusers' spelling)
     mask = first_frame_mask(b, num_frames, cond.shape[-2:], temporal).to(cond)
     return torch.cat([mask, cond], dim=1)

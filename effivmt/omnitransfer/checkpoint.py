@@ -24,6 +24,15 @@ from effivmt.io import atomic_path
 #: parameter groups trained by each stage (paper: DiT blocks; connector; joint incl. MLLM LoRA).
 STAGE_GROUPS: dict[int, tuple[str, ...]] = {1: ("dit",), 2: ("connector",), 3: ("dit", "connector", "mllm_lora")}
 WEIGHTS_NAME = "omnitransfer.safetensors"
+#: The packaged OmniTransfer weights for the packaged micro Wan I2V and tiny Qwen2.5-VL (``effivmt/assets/<this>``).
+MICRO_WEIGHTS_FOLDER = "micro-omnitransfer"
+
+
+def micro_weights_path() -> Path:
+    """``effivmt/assets/micro-omnitransfer/omnitransfer.safetensors``: what ``effivmt transfer`` uses by default."""
+    from importlib import resources
+
+    return Path(str(resources.files("effivmt").joinpath("assets", MICRO_WEIGHTS_FOLDER, WEIGHTS_NAME)))
 
 
 def parameter_groups(model: nn.Module) -> dict[str, dict[str, nn.Parameter]]:
@@ -127,6 +136,24 @@ def _ckpt_metadata(hparams: dict, state: dict[str, torch.Tensor]) -> dict[str, o
     if tasks:
         meta["tasks"] = tasks
     return meta
+
+
+def install_weights(path: str | Path, dest: str | Path | None = None, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Copy a weights file to ``dest`` (default: the packaged :func:`micro_weights_path`), tensors in ``dtype``.
+
+    The packaged micro models are stored in bf16 (they load as fp32), which halves the OmniTransfer file and keeps
+    every packaged model within the package's 16 MiB; the metadata (stage, tasks, LoRA rank) is kept as it is.
+    """
+    from safetensors.torch import save_file
+
+    state, meta = read_weights(path)
+    dest = Path(dest) if dest is not None else micro_weights_path()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    header = {"format": "omnitransfer", **{k: json.dumps(v) for k, v in meta.items()}}
+    with atomic_path(dest) as tmp:
+        save_file(state, str(tmp), metadata=header)
+    return dest
 
 
 def read_metadata(path: str | Path) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""Frozen Wan 2.1 I2V encoders: UMT5 prompt features and CLIP image features, as the stock pipeline makes them.
+"""Frozen Wan 2.1 I2V encoders: UMT5 prompt features, CLIP image features and VAE latents, as the pipeline has them.
 
 Both branches of OmniTransfer keep Wan's image context (CLIP features through the I2V added K/V); the reference
 branch also keeps Wan's text context (UMT5), the target branch swaps its text context for the MLLM's aligned
@@ -7,7 +7,8 @@ and ``encode_image`` in torch, without PIL, so batches of frames go straight fro
 
 Training computes these features once per manifest row and then frees the encoders: a :class:`FeatureCache` takes
 the encoder's place in ``WanComponents``, and both helpers, handed a cache, serve each item by its input (the
-prompt; the frame's bytes) instead of running the encoder.
+prompt; the frame's bytes) instead of running the encoder. The VAE stays (inference decodes with it), and its
+latents can be cached beside it: :func:`encode_latents` with a cache serves each video by its bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 import torch
 
-from effivmt.backbone.encode import clip_image_features
+from effivmt.backbone.encode import clip_image_features, vae_encode
 from effivmt.errors import EffivmtError
 
 #: Wan's text context length, hard-coded upstream (the I2V processor splits image/text context at it).
@@ -34,7 +35,7 @@ class FeatureCache:
 
     Args:
         encoder: the live UMT5 or CLIP encoder.
-        name: ``"text_encoder"`` or ``"image_encoder"``, for the messages.
+        name: ``"text_encoder"``, ``"image_encoder"`` or ``"vae"``, for the messages.
     """
 
     def __init__(self, encoder: torch.nn.Module, name: str) -> None:
@@ -111,7 +112,7 @@ def encode_text(text_encoder, tokenizer, prompts: Sequence[str], max_length: int
 
 
 def frame_key(frame: torch.Tensor) -> tuple:
-    """A frame's cache key: its shape and a digest of its float32 bytes (the same decoded frame, the same key)."""
+    """A frame's (or clip's) cache key: its shape and a digest of its float32 bytes (same pixels, same key)."""
     data = frame.detach().float().cpu().contiguous().numpy().tobytes()
     return tuple(frame.shape), hashlib.blake2b(data, digest_size=16).hexdigest()
 
@@ -129,3 +130,18 @@ def encode_image(image_encoder, image_processor, images: torch.Tensor) -> torch.
     keys = [frame_key(frame) for frame in images]
     compute = lambda todo: list(clip_image_features(image_encoder.encoder, image_processor, images[todo]))  # noqa: E731
     return torch.stack(image_encoder.lookup(keys, compute)).float()
+
+
+@torch.no_grad()
+def encode_latents(vae, videos: torch.Tensor, cache: FeatureCache | None = None) -> torch.Tensor:
+    """Normalised VAE latents ``(B, z, f, h, w)`` of videos ``(B, 3, F, H, W)`` in ``[-1, 1]`` (:func:`vae_encode`).
+
+    With a ``cache`` (a :class:`FeatureCache` of ``vae``), each video is served by :func:`frame_key` of its bytes:
+    the VAE is frozen and a training row's clips never change, so a run encodes each clip once instead of at
+    every step. A served batch equals the live one (tested).
+    """
+    if cache is None:
+        return vae_encode(vae, videos)
+    keys = [frame_key(video) for video in videos]
+    compute = lambda todo: list(vae_encode(cache.encoder, videos[todo]))  # noqa: E731
+    return torch.stack(cache.lookup(keys, compute))

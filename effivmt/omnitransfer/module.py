@@ -34,7 +34,7 @@ from effivmt.omnitransfer.checkpoint import load_weights, parameter_groups, set_
 from effivmt.omnitransfer.encoders import FeatureCache, encode_image, encode_text
 from effivmt.omnitransfer.model import item_tasks
 from effivmt.omnitransfer.pipeline import OmniTransferPipeline
-from effivmt.omnitransfer.reference import encode_video, target_input
+from effivmt.omnitransfer.reference import target_input
 from effivmt.omnitransfer.tasks import TaskConfig
 from effivmt.training.flow import add_noise, denoising_loss, sample_sigmas, timesteps_from_sigmas, velocity_target
 from effivmt.training.trainer import step_generator
@@ -71,6 +71,9 @@ class OmniTransferModule(L.LightningModule):
         gradient_checkpointing: recompute the target branch's blocks in the backward pass.
         cache_features: at ``setup``, compute the UMT5/CLIP features of every row of the trainer's DataModule and
             free both encoders (and the MLLM when the target context is UMT5); ``False`` runs them every step.
+        cache_latents: keep the VAE latents of each clip after its first encoding (a
+            :class:`~effivmt.omnitransfer.encoders.FeatureCache` of the VAE, keyed by the clip's bytes, filled at
+            ``setup`` with the features); the VAE stays loaded for clips not seen before.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class OmniTransferModule(L.LightningModule):
         dtype: str = "fp32",
         gradient_checkpointing: bool = False,
         cache_features: bool = True,
+        cache_latents: bool = False,
     ) -> None:
         super().__init__()
         # plain types only, so the .ckpt loads with torch.load(weights_only=True)
@@ -109,6 +113,7 @@ class OmniTransferModule(L.LightningModule):
         self.dtype_name = dtype
         self.gradient_checkpointing = gradient_checkpointing
         self.cache_features = cache_features
+        self.cache_latents = cache_latents
         self.pipe: OmniTransferPipeline | None = None
         self.strict_loading = False
 
@@ -140,39 +145,52 @@ class OmniTransferModule(L.LightningModule):
             param.data = param.data.float()
 
     def setup(self, stage: str) -> None:
-        """Before fitting: build the model and, with ``cache_features``, cache the frozen encoders' features."""
-        if stage != "fit" or not self.cache_features:
+        """Before fitting: build the model and cache what ``cache_features`` / ``cache_latents`` ask for."""
+        if stage != "fit" or not (self.cache_features or self.cache_latents):
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
-            log.warning("no DataModule to compute features from: UMT5 and CLIP stay loaded and run every step")
+            log.warning("no DataModule to compute features from: the frozen encoders run every step")
             return
         self.configure_model()
         self.cache_encoder_features(datamodule.train_dataloader(), self.trainer.strategy.root_device)
 
     @torch.no_grad()
     def cache_encoder_features(self, batches: Iterable[dict[str, Any]], device: torch.device | None = None) -> None:
-        """Compute every UMT5/CLIP feature :meth:`compute_loss` will ask of ``batches``, then free the encoders.
+        """Compute every frozen-encoder output :meth:`compute_loss` will ask of ``batches`` once.
 
-        UMT5 and CLIP are replaced in ``pipe.wan`` by :class:`~effivmt.omnitransfer.encoders.FeatureCache` s
-        holding the CLIP features of each target's and reference's first frame and the UMT5 features of each
-        reference text (and of each prompt when the target context is UMT5); the MLLM is freed when the target
-        context is UMT5 (it is not used then). ``device``: where the encoders run meanwhile. A second call can only
-        serve inputs already cached: the encoders are gone.
+        With ``cache_features``, UMT5 and CLIP are replaced in ``pipe.wan`` by
+        :class:`~effivmt.omnitransfer.encoders.FeatureCache` s holding the CLIP features of each target's and
+        reference's first frame and the UMT5 features of each reference text (and of each prompt when the target
+        context is UMT5), then freed; the MLLM is freed too when the target context is UMT5 (it is not used then).
+        A second call can only serve inputs already cached: the encoders are gone. With ``cache_latents``,
+        ``pipe.latent_cache`` keeps the VAE latents of each target, first-frame condition and reference; the VAE
+        stays. ``device``: where the encoders run meanwhile.
         """
         self.configure_model()
-        wan = self.pipe.wan
+        pipe, wan = self.pipe, self.pipe.wan
         caches = []
-        for name in ("text_encoder", "image_encoder"):
+        for name in ("text_encoder", "image_encoder") if self.cache_features else ():
             part = getattr(wan, name)
             if part is not None:
                 if not isinstance(part, FeatureCache):
                     setattr(wan, name, part := FeatureCache(part, name))
                 caches.append(part.to(device or self.device))
+        if self.cache_latents:
+            wan.vae.to(device or self.device)
+            pipe.latent_cache = pipe.latent_cache or FeatureCache(wan.vae, "vae")
         rows = 0
-        for batch in batches:  # the texts and frames compute_loss encodes (first frame, references, target context)
-            videos, prompts = batch["references"], list(batch["prompt"])
-            frames = [batch["target"][:, :, 0]] + [video[:, :, 0] for video in videos]
+        for batch in batches:  # what compute_loss encodes: target, first frame, references, contexts
+            videos, prompts, target = batch["references"], list(batch["prompt"]), batch["target"]
+            if self.cache_latents:
+                pipe.encode_latents(target)
+                pipe.first_frame_condition(target[:, :, 0], target.shape[2])
+                for video in videos:
+                    pipe.encode_latents(video)
+            if not self.cache_features:
+                rows += len(prompts)
+                continue
+            frames = [target[:, :, 0]] + [video[:, :, 0] for video in videos]
             texts = list(prompts) if self.context_source == "text" else []
             per_item = item_tasks([tuple(t) for t in batch["tasks"]], len(videos))
             ref_prompts = batch.get("reference_prompt") or [""] * len(prompts)
@@ -185,10 +203,12 @@ class OmniTransferModule(L.LightningModule):
             rows += len(prompts)
         for cache in caches:
             cache.release()
-        if self.context_source == "text" and self.model.aligner is not None and self.model.aligner.mllm is not None:
-            self.model.aligner.release_mllm()
+        if self.cache_features and self.context_source == "text" and self.model.aligner is not None:
+            if self.model.aligner.mllm is not None:
+                self.model.aligner.release_mllm()
+        caches += [pipe.latent_cache] if self.cache_latents else []
         kept = ", ".join(f"{c.name} {len(c.entries)} ({c.nbytes / 2**20:.1f} MiB)" for c in caches)
-        log.info("cached frozen-encoder features of %d rows and freed the encoders: %s", rows, kept)
+        log.info("cached frozen-encoder outputs of %d rows: %s", rows, kept)
 
     def resident_parameter_bytes(self) -> dict[str, int]:
         """Parameter bytes held for training, by part (a freed part is absent): the model's, then Wan's frozen ones."""
@@ -218,7 +238,7 @@ class OmniTransferModule(L.LightningModule):
         target, videos = batch["target"].to(self.device), [r.to(self.device) for r in batch["references"]]
         tasks, prompts = [tuple(t) for t in batch["tasks"]], list(batch["prompt"])
         first = target[:, :, 0]
-        x0 = encode_video(pipe.wan.vae, target).to(self.device)
+        x0 = pipe.encode_latents(target)
         cond, image = pipe.encode_first_frame(first, target.shape[2])
         refs = pipe.prepare_references(videos, tasks, batch.get("reference_prompt"))
         context = pipe.target_context(first, videos, prompts, refs.tasks, self.context_source)

@@ -25,9 +25,9 @@ from effivmt.backbone import WanComponents, load_wan
 from effivmt.errors import ConfigError, EffivmtError
 from effivmt.omnitransfer.alignment import MultimodalAligner
 from effivmt.omnitransfer.attention import ReferenceKV
-from effivmt.omnitransfer.encoders import encode_image, encode_text
+from effivmt.omnitransfer.encoders import FeatureCache, encode_image, encode_latents, encode_text
 from effivmt.omnitransfer.model import OmniTransferModel, TaskSpec, item_tasks, pad_context
-from effivmt.omnitransfer.reference import encode_video, reference_input, target_condition, target_input
+from effivmt.omnitransfer.reference import reference_input, target_condition, target_input
 from effivmt.omnitransfer.tasks import TaskConfig
 from effivmt.omnitransfer.tiny_qwen import load_mllm
 
@@ -56,6 +56,8 @@ class OmniTransferPipeline:
     model: OmniTransferModel
     released: list[str] = field(default_factory=list)
     """Encoders freed by :meth:`release_encoders` (asking them for features afterwards raises)."""
+    latent_cache: FeatureCache | None = None
+    """VAE latents by clip (:func:`~effivmt.omnitransfer.encoders.encode_latents`; training sets it); None: encode."""
 
     @classmethod
     def load(
@@ -161,12 +163,20 @@ class OmniTransferPipeline:
         self._check_encoder("text_encoder")
         return encode_text(self.wan.text_encoder, self.wan.tokenizer, prompts).to(self.device)
 
+    def encode_latents(self, videos: torch.Tensor) -> torch.Tensor:
+        """Normalised VAE latents of ``videos`` ``(B, 3, F, H, W)``, through :attr:`latent_cache` when set."""
+        return encode_latents(self.wan.vae, videos, self.latent_cache).to(self.device)
+
     def encode_first_frame(
         self, first_frame: torch.Tensor, num_frames: int
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Target condition ``[m, c]`` ``(B, 4+n, f, h, w)`` and CLIP features of ``first_frame`` ``(B, 3, H, W)``."""
-        cond = target_condition(self.wan.vae, first_frame, num_frames).to(self.device)
-        return cond, self._clip(first_frame)
+        return self.first_frame_condition(first_frame, num_frames), self._clip(first_frame)
+
+    def first_frame_condition(self, first_frame: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Target condition ``[m, c]`` of ``first_frame`` ``(B, 3, H, W)``, its latent through :attr:`latent_cache`."""
+        encode = lambda vae, video: encode_latents(vae, video, self.latent_cache)  # noqa: E731
+        return target_condition(self.wan.vae, first_frame, num_frames, encode).to(self.device)
 
     def prepare_references(
         self, videos: list[torch.Tensor], tasks: TaskSpec, reference_prompts: list[str] | None = None
@@ -185,7 +195,7 @@ class OmniTransferPipeline:
         inputs, contexts, images = [], [], []
         for slot, video in enumerate(videos):
             slot_tasks = [t[slot] for t in per_item]
-            latent = encode_video(self.wan.vae, video).to(self.device)
+            latent = self.encode_latents(video)
             inputs.append(reference_input(latent, slot_tasks, self.model.tasks, self._mask_channels(latent)))
             texts = [
                 (reference_prompts[b] if reference_prompts and reference_prompts[b] else templates[slot_tasks[b]])

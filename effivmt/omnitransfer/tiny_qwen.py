@@ -1,8 +1,10 @@
 """The MLLM of Task-adaptive Multimodal Alignment: Qwen2.5-VL from a local folder, or a tiny random one built offline.
 
-``load_mllm(None)`` builds a deterministic tiny ``Qwen2_5_VLForConditionalGeneration`` from a config in code
+:func:`build_tiny_qwen` builds a deterministic tiny ``Qwen2_5_VLForConditionalGeneration`` from a config in code
 (2 text layers of width 32, a 2-block vision tower with 4-pixel patches) over the same word-level tokenizer as the
 tiny Wan (:func:`effivmt.backbone.build_tokenizer`), with the vision special tokens appended to its vocabulary.
+It is not pretrained (there is no image-text data in the micro world to pretrain it on): OmniTransfer's task
+queries, connector and LoRA learn to read it. ``load_mllm(None)`` loads it from the package (:data:`TINY_QWEN_FOLDER`);
 ``load_mllm(path)`` loads a real Qwen2.5-VL folder (e.g. ``Qwen2.5-VL-7B-Instruct``) and its tokenizer; nothing
 is ever fetched from a hub. Images are preprocessed by :mod:`effivmt.omnitransfer.alignment` in torch, with the
 mean/std stored here, so no image processor object is needed.
@@ -108,18 +110,40 @@ def build_tiny_qwen(seed: int = 0) -> MLLMComponents:
     return MLLMComponents(model, tokenizer, base, base + 1, base + 2, base + 3, tokenizer.pad_token_id)
 
 
+#: The packaged tiny Qwen2.5-VL (``effivmt/assets/<this>``): :func:`build_tiny_qwen` ``(seed=0)`` saved by
+#: :func:`save_mllm`, so the weights OmniTransfer's connector and LoRA were trained against do not depend on the
+#: random generator of a later torch.
+TINY_QWEN_FOLDER = "tiny-qwen2.5-vl"
+
+
+def tiny_qwen_path() -> Path:
+    """The packaged tiny Qwen2.5-VL folder."""
+    from importlib import resources
+
+    return Path(str(resources.files("effivmt").joinpath("assets", TINY_QWEN_FOLDER)))
+
+
+def save_mllm(mllm: MLLMComponents, folder: str | Path) -> Path:
+    """Write ``mllm`` as a Qwen2.5-VL folder that :func:`load_mllm` reads back: ``config.json`` and weights
+    (``save_pretrained``), the tokenizer, and ``preprocessor_config.json`` with the image mean/std."""
+    folder = Path(folder)
+    mllm.model.save_pretrained(str(folder))
+    mllm.tokenizer.save_pretrained(str(folder))
+    pre = {"image_mean": list(mllm.image_mean), "image_std": list(mllm.image_std)}
+    (folder / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n")
+    return folder
+
+
 def load_mllm(
     path: str | Path | None = None, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
 ) -> MLLMComponents:
-    """Load Qwen2.5-VL from a local folder, or build the tiny default (``path=None``).
+    """Load Qwen2.5-VL from a local folder, or the packaged tiny one (``path=None``; :func:`tiny_qwen_path`).
 
     Raises:
         ModelFolderError: the folder is missing or holds no Qwen2.5-VL config.
     """
     if path is None:
-        mllm = build_tiny_qwen()
-        mllm.model.to(device=device, dtype=dtype)
-        return mllm
+        path = tiny_qwen_path()
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
     folder = Path(path).expanduser()

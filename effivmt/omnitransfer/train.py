@@ -27,10 +27,10 @@ import torch
 from effivmt.data.video import check_frame_count, check_multiple_of_16
 from effivmt.errors import ConfigError
 from effivmt.io import AnyPath
-from effivmt.omnitransfer.checkpoint import WEIGHTS_NAME, save_weights
+from effivmt.omnitransfer.checkpoint import WEIGHTS_NAME, install_weights, save_weights
 from effivmt.omnitransfer.tasks import TaskConfig
 from effivmt.training.args import StageArgs, TrainerArgs
-from effivmt.training.strategies import SHARDED_PARAMS
+from effivmt.training.strategies import SHARDED_PARAMS, is_global_zero
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ class OmniModelArgs:
     cache_features: bool = True
     """Before each stage, compute the UMT5/CLIP features of every manifest row once and free UMT5 and CLIP (and
     Qwen2.5-VL in stage 1, which does not use it); ``false`` keeps them loaded and runs them every step."""
+    cache_latents: bool = False
+    """Also keep the VAE latents of every row's clips (target, first-frame condition, references) after their first
+    encoding: the frozen VAE then runs once per clip instead of every step (the micro run's main cost). Costs host
+    memory: about 4 x 16 x f x h x w x 4 bytes per row, 35 MB at 81x480x832, 150 KB at 33x64x64."""
 
 
 @dataclass
@@ -113,6 +117,7 @@ def train(
     trainer: TrainerArgs | None = None,
     init_from: AnyPath | None = None,
     seed: int = 0,
+    install: bool = False,
 ) -> Path:
     """Train OmniTransfer (stage 1: DiT blocks, 2: connector, 3: joint with MLLM LoRA) on paired videos.
 
@@ -127,6 +132,9 @@ def train(
         trainer: Lightning settings (devices, strategy, precision, gradient checkpointing), as for ``effivmt run``.
         init_from: weights to start the first listed stage from (default: the previous stage's file in ``out``).
         seed: seed of the tiny models, data order and noise.
+        install: after stage 3, also write its weights (in bf16) into the package, where ``effivmt transfer``
+            finds them by default (``effivmt/assets/micro-omnitransfer``); only for the packaged micro Wan I2V and
+            tiny Qwen2.5-VL (``model.path`` and ``model.mllm`` empty), the models they were trained on.
 
     Returns:
         The weights file of the last stage run (the ``--checkpoint`` of ``effivmt transfer``).
@@ -147,6 +155,11 @@ def train(
         raise ConfigError(f"unknown stage in {stages}", "stages are 1 (DiT), 2 (connector), 3 (joint)")
     check_sharding(trainer)
     check_trainer(trainer)
+    if install and (model.path is not None or model.mllm is not None or stages[-1] != 3):
+        raise ConfigError(
+            "install: true packages weights for the packaged micro Wan I2V and tiny Qwen2.5-VL, after stage 3",
+            "leave model.path and model.mllm empty and end stages with 3, or drop install",
+        )
     if model.dtype != "fp32" and "mixed" not in str(trainer.precision) and str(trainer.precision) not in ("bf16", "16"):
         raise ConfigError(
             f"model.dtype={model.dtype} with trainer.precision={trainer.precision}: the trained blocks stay fp32 "
@@ -189,6 +202,7 @@ def train(
             gradient_checkpointing=trainer.gradient_checkpointing,
             optimizer=args.optimizer,
             cache_features=model.cache_features,
+            cache_latents=model.cache_latents,
         )
         datamodule = PairedVideoDataModule(
             data.manifest, data.num_frames, data.height, data.width, data.fps, data.batch_size, data.num_workers
@@ -214,4 +228,6 @@ def train(
             previous = final
         record.record(name, path=str(final), steps=fit.global_step)
         log.info("stage %d done: %s", stage, final)
+    if install and is_global_zero():
+        log.info("installed the stage-3 weights in the package: %s", install_weights(previous))
     return previous

@@ -7,12 +7,16 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from effivmt.errors import ConfigError, VideoError
 from effivmt.io import write_json_atomic
+
+if TYPE_CHECKING:
+    from effivmt.omnitransfer.pipeline import OmniTransferPipeline
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +25,8 @@ _VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov"}
 
 #: options of ``effivmt transfer`` that may be given once per task (``--reference A.mp4 --reference B.mp4``).
 REPEATABLE: tuple[str, ...] = ("--reference",)
+#: ``--checkpoint untrained``: no trained weights, even where packaged ones would be the default (smoke tests).
+UNTRAINED = "untrained"
 #: what the hint of a task/reference count mismatch tells a command-line user to type (tested to parse).
 REFERENCE_LIST_HINT = "--reference '[A.mp4,B.mp4]'"
 
@@ -119,9 +125,10 @@ def transfer(
         first_frame: the target's first frame (an image, or a video whose first frame is used).
         prompt: what the target video shows.
         out: output video (``.mp4``); a ``.json`` beside it records the settings and timings.
-        checkpoint: trained OmniTransfer weights (``omnitransfer.safetensors`` from training, or a ``.ckpt``);
-            without it the model is the untrained backbone (useful only for smoke tests). Its task settings
-            (queries per task, flags, MLLM frame size) are read from the file.
+        checkpoint: trained OmniTransfer weights (``omnitransfer.safetensors`` from training, or a ``.ckpt``); its
+            task settings (queries per task, flags, MLLM frame size) are read from the file. Default: the packaged
+            micro OmniTransfer when the backbone and MLLM are the packaged micro ones, else none (a warning: the
+            video will not follow the reference). ``untrained``: none, always (smoke tests).
         model: diffusers-format Wan 2.1 I2V folder; empty: the packaged micro Wan I2V; ``tiny``: the random tiny one.
         mllm: Qwen2.5-VL folder; empty: the tiny random Qwen2.5-VL.
         num_frames: target frames, ``1 + 4k`` (default: the model's own, 81 for Wan 2.1, 33 for the micro Wan, 9
@@ -149,10 +156,8 @@ def transfer(
     """
     from effivmt.backbone.wan import native_video, resolve_model_path
     from effivmt.data.video import check_frame_count, load_clip, write_video
-    from effivmt.omnitransfer.checkpoint import file_stage, load_weights, read_metadata
-    from effivmt.omnitransfer.pipeline import OmniTransferPipeline
     from effivmt.omnitransfer.reference import decode_latents
-    from effivmt.omnitransfer.tasks import TaskConfig, parse_tasks
+    from effivmt.omnitransfer.tasks import parse_tasks
 
     tasks = parse_tasks(task)
     references = [reference] if isinstance(reference, str | Path) else list(reference)
@@ -170,29 +175,7 @@ def transfer(
     num_frames = check_frame_count(num_frames or native[0])
     height, width, fps = height or native[1], width or native[2], fps or native[3]
     start = time.perf_counter()
-    meta = read_metadata(checkpoint) if checkpoint is not None else {}  # train with N queries -> infer with N
-    use_mllm = _context_source(checkpoint, file_stage(meta), use_mllm)
-    size = meta.get("mllm_image_size")
-    pipe = OmniTransferPipeline.load(
-        model,
-        mllm,
-        use_mllm=use_mllm,
-        tasks=TaskConfig(**meta["tasks"]) if "tasks" in meta else None,
-        mllm_image_size=tuple(size) if size else None,
-        num_reference_frames=int(meta.get("num_reference_frames", 4)),
-        fps=fps,
-        dtype=dtype,
-        device=device,
-    )
-    if checkpoint is not None:
-        load_weights(pipe.model, checkpoint, groups=None if use_mllm else ("dit",))
-    else:
-        log.warning(
-            "no --checkpoint: OmniTransfer's reference branch, connector and queries are untrained%s, so the video "
-            "will not follow the reference (train with `effivmt omnitransfer` and pass --checkpoint)",
-            " and the backbone is the random tiny Wan" if backbone == "tiny" else "",
-        )
-    pipe.model.eval()
+    pipe, use_mllm, stage = load_transfer_pipeline(checkpoint, model, mllm, use_mllm, fps, dtype, device)
     frame = load_first_frame(first_frame, height, width)
     clip_args = dict(num_frames=num_frames, height=height, width=width, fps=fps, frame_mode="first", allow_fewer=True)
     videos = [load_clip(r, **clip_args)[0][None] for r in references]
@@ -226,7 +209,7 @@ def transfer(
             "model": str(backbone),
             "mllm": (str(mllm) if mllm else "tiny") if use_mllm else None,
             "target_context": "mllm" if use_mllm else "text",
-            "checkpoint_stage": file_stage(meta),
+            "checkpoint_stage": stage,
             "num_frames": num_frames,
             "height": height,
             "width": width,
@@ -242,6 +225,71 @@ def transfer(
         },
     )
     return out
+
+
+def resolve_checkpoint(checkpoint: Path | None, model: Path | None = None, mllm: Path | None = None) -> Path | None:
+    """The weights :func:`transfer` loads: ``checkpoint`` as given; ``untrained`` -> none; none given -> the packaged
+    micro OmniTransfer when the backbone is the packaged micro Wan I2V and the MLLM the packaged tiny Qwen2.5-VL
+    (the weights were trained on exactly those), else none."""
+    from effivmt.backbone.micro import micro_i2v_path
+    from effivmt.backbone.wan import resolve_model_path
+    from effivmt.omnitransfer.checkpoint import micro_weights_path
+
+    if checkpoint is not None:
+        return None if str(checkpoint) == UNTRAINED or Path(checkpoint).name == UNTRAINED else Path(checkpoint)
+    packaged = micro_weights_path()
+    if mllm is None and str(resolve_model_path(model, "i2v")) == str(micro_i2v_path()) and packaged.is_file():
+        log.info("weights: the packaged micro OmniTransfer (%s)", packaged)
+        return packaged
+    return None
+
+
+def load_transfer_pipeline(
+    checkpoint: Path | None,
+    model: Path | None = None,
+    mllm: Path | None = None,
+    use_mllm: bool | None = None,
+    fps: float = 16.0,
+    dtype: str = "fp32",
+    device: str = "cpu",
+) -> tuple[OmniTransferPipeline, bool, int | None]:
+    """The pipeline :func:`transfer` samples with: backbone, MLLM and the ``checkpoint``'s weights, in eval mode.
+
+    The task settings (queries per task, flags, MLLM frame size, reference frames) come from the file, so a model
+    trained with other settings loads as trained; a stage-1 file reads the prompt through UMT5
+    (:func:`_context_source`). Returns the pipeline, whether its target context is the MLLM's, and the file's stage.
+    """
+    from effivmt.backbone.wan import resolve_model_path
+    from effivmt.omnitransfer.checkpoint import file_stage, load_weights, read_metadata
+    from effivmt.omnitransfer.pipeline import OmniTransferPipeline
+    from effivmt.omnitransfer.tasks import TaskConfig
+
+    checkpoint = resolve_checkpoint(checkpoint, model, mllm)
+    meta = read_metadata(checkpoint) if checkpoint is not None else {}  # train with N queries -> infer with N
+    stage = file_stage(meta)
+    use_mllm = _context_source(checkpoint, stage, use_mllm)
+    size = meta.get("mllm_image_size")
+    pipe = OmniTransferPipeline.load(
+        model,
+        mllm,
+        use_mllm=use_mllm,
+        tasks=TaskConfig(**meta["tasks"]) if "tasks" in meta else None,
+        mllm_image_size=tuple(size) if size else None,
+        num_reference_frames=int(meta.get("num_reference_frames", 4)),
+        fps=fps,
+        dtype=dtype,
+        device=device,
+    )
+    if checkpoint is not None:
+        load_weights(pipe.model, checkpoint, groups=None if use_mllm else ("dit",))
+    else:
+        log.warning(
+            "no trained weights: OmniTransfer's reference branch, connector and queries are untrained%s, so the "
+            "video will not follow the reference (train with `effivmt omnitransfer` and pass --checkpoint)",
+            " and the backbone is the random tiny Wan" if resolve_model_path(model, "i2v") == "tiny" else "",
+        )
+    pipe.model.eval()
+    return pipe, use_mllm, stage
 
 
 def _context_source(checkpoint: Path | None, stage: int | None, use_mllm: bool | None) -> bool:

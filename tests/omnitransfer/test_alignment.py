@@ -93,3 +93,26 @@ def test_load_mllm_rejects_a_wrong_folder(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(ModelFolderError, match="not qwen2_5_vl"):
         load_mllm(tmp_path)
+
+
+def test_load_mllm_reads_a_saved_folder_and_the_packaged_one_is_the_seeded_tiny_qwen(tmp_path):
+    """``save_mllm`` -> ``load_mllm(folder)`` gives the same weights, token ids and features; ``load_mllm(None)``
+    is the packaged folder, equal to ``build_tiny_qwen(0)`` (what OmniTransfer's connector was trained against)."""
+    from effivmt.omnitransfer.tiny_qwen import build_tiny_qwen, save_mllm, tiny_qwen_path
+
+    built = build_tiny_qwen(seed=3)
+    loaded = load_mllm(save_mllm(built, tmp_path / "qwen"))
+    packaged, seeded = load_mllm(None), build_tiny_qwen(0)
+    for a, b in ((built, loaded), (seeded, packaged)):
+        sa, sb = a.model.state_dict(), b.model.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+        ids = ("image_token_id", "video_token_id", "vision_start_id", "vision_end_id", "pad_id", "image_mean")
+        assert [getattr(a, k) for k in ids] == [getattr(b, k) for k in ids]
+        text = "a red circle moving left"
+        assert a.tokenizer(text).input_ids == b.tokenizer(text).input_ids
+    assert packaged.source == str(tiny_qwen_path())
+    tokens = torch.tensor([loaded.tokenizer("a red circle").input_ids])
+    with torch.no_grad():
+        want = built.model.model.language_model(input_ids=tokens).last_hidden_state
+        got = loaded.model.model.language_model(input_ids=tokens).last_hidden_state
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

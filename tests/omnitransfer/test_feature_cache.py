@@ -109,3 +109,25 @@ def test_setup_frees_the_encoders_before_the_first_step(synthetic_manifest, tmp_
     # 5 rows, one per task: 5 prompts + 5 task templates (the reference texts); 5 target + 5 reference first frames
     assert len(wan.text_encoder.entries) == 10 and len(wan.image_encoder.entries) == 10
     assert isinstance(wan.text_encoder, FeatureCache) and fit.global_step == 1
+
+
+@pytest.mark.parametrize("features", [True, False])
+def test_cached_latents_give_the_same_loss_without_running_the_vae(features, video):
+    """``cache_latents``: each row's target, first-frame condition and reference are encoded once; the step that
+    follows gives the live loss exactly and never calls the VAE (alone or beside the feature cache)."""
+    live = _module(1, cache_features=False).compute_loss(_batch(video), torch.Generator().manual_seed(0))
+    module = _module(1, cache_features=features)
+    module.cache_latents = True
+    module.cache_encoder_features([_batch(video, [0]), _batch(video, [1])])
+    cache = module.pipe.latent_cache
+    assert cache.name == "vae" and len(cache.entries) == 6  # 2 rows x (target, condition, reference)
+    assert (module.pipe.wan.text_encoder.__class__ is FeatureCache) == features
+
+    def no_vae(*args, **kwargs):
+        raise AssertionError("the VAE ran although every clip is cached")
+
+    module.pipe.wan.vae.encode = no_vae
+    cached = module.compute_loss(_batch(video), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(cached, live.detach(), rtol=0, atol=0)
+    with pytest.raises(AssertionError, match="the VAE ran"):  # an unseen clip is still encoded live
+        module.pipe.encode_latents(video(5))

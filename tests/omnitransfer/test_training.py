@@ -9,7 +9,13 @@ from effivmt.omnitransfer.checkpoint import STAGE_GROUPS, parameter_groups, read
 from effivmt.omnitransfer.module import OmniTransferModule
 from effivmt.omnitransfer.tasks import TaskConfig
 
-RECIPES = ["omnitransfer-stage1", "omnitransfer-stage2", "omnitransfer-stage3", "omnitransfer-tiny"]
+RECIPES = [
+    "omnitransfer-stage1",
+    "omnitransfer-stage2",
+    "omnitransfer-stage3",
+    "omnitransfer-tiny",
+    "omnitransfer-micro",
+]
 
 
 def _batch(video):
@@ -176,3 +182,51 @@ def test_one_bf16_mixed_step_at_paper_lr_moves_every_trainable_tensor(video):
     assert all(m > 0 for m in moved.values()), [n for n, m in moved.items() if m == 0]
     total = sum(p.numel() for p in trained.values())
     assert sum(moved[n] * p.numel() for n, p in trained.items()) / total > 0.95
+
+
+@pytest.fixture(scope="module")
+def micro_pair_batches(tmp_path_factory):
+    """Two micro-world pairs (motion; camera) at 9 x 32 x 32, as batches of one from the paired DataModule."""
+    from effivmt.omnitransfer.data import PairedVideoDataModule
+    from effivmt.omnitransfer.pairs import build_pairs
+
+    folder = tmp_path_factory.mktemp("pairs")
+    manifest = build_pairs(folder, train=2, heldout=0, seed=0, num_frames=9, height=32, width=32)["train"]
+    data = PairedVideoDataModule(manifest, 9, 32, 32, None, batch_size=1, num_workers=0)
+    data.setup("fit")
+    return list(data.train_dataloader())
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_each_stage_lowers_its_loss_on_micro_pairs(stage, micro_pair_batches):
+    """Stage ``stage`` alone, on the packaged micro Wan I2V and two micro-world pairs: 12 AdamW steps lower the
+    flow loss measured at 4 fixed (noise level, noise) draws per pair by at least 5%. (Stage 2 trains only the
+    connector and queries, whose effect on the loss is smaller: 12 steps take about 9% off at lr 1e-2.)"""
+    from pathlib import Path
+
+    torch.manual_seed(0)
+    module = OmniTransferModule(
+        stage=stage,
+        model_path=Path("micro"),  # not the tests' tiny default
+        tasks=TaskConfig(num_queries=2),
+        lora_rank=2,
+        lora_alpha=2,
+        optimizer=functools.partial(torch.optim.AdamW, lr=3e-4 if stage != 2 else 1e-2, weight_decay=0.0),
+        cache_latents=True,
+    )
+    module.cache_encoder_features(micro_pair_batches)
+    optimizer = module.configure_optimizers()
+
+    def held_loss() -> float:
+        with torch.no_grad():
+            draws = [(b, torch.Generator().manual_seed(100 + k)) for b in micro_pair_batches for k in range(4)]
+            return float(torch.stack([module.compute_loss(b, g) for b, g in draws]).mean())
+
+    before = held_loss()
+    for step in range(12):
+        loss = module.compute_loss(micro_pair_batches[step % 2], torch.Generator().manual_seed(step))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = held_loss()
+    assert after < 0.95 * before, (before, after)

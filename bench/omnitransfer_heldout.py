@@ -1,0 +1,254 @@
+"""Does a trained OmniTransfer transfer? Held-out references of the micro world, scored from pixels.
+
+Each held-out row of ``python -m effivmt.omnitransfer.pairs DIR --heldout N`` (motions, cameras, effects, marks
+and styles never seen in training) is generated from its target's first frame, its prompt and its reference(s),
+by every ``--variant``, and read back with :mod:`effivmt.metrics.world` / :mod:`effivmt.metrics.world_tasks`:
+
+* ``motion``: :func:`path_similarity` of the object's path to the target's (which is the reference's path);
+* ``camera``: :func:`camera_agreement` of the background's pan/zoom with the reference's camera track;
+* ``effect``: 1 when :func:`read_effect` names the reference's effect, else 0;
+* ``id``: :func:`identity_agreement` (colour, shape and mark kept in every read frame);
+* ``style``: :func:`style_agreement` (share of read frames drawn in the reference's style);
+* ``id+motion``: the mean of the two.
+
+The first frame comes from the target, so it already shows the target's look (ID mark, style): for those tasks
+the score measures whether the look is *kept* through the generated motion, which the no-reference row tells
+apart from what the reference adds. Variants (repeat ``--variant``):
+
+* ``NAME=PATH``: an ``omnitransfer.safetensors`` (or ``.ckpt``) from ``effivmt omnitransfer``;
+* ``untrained``: OmniTransfer with no trained weights (the micro I2V's blocks, random connector and queries);
+* ``no-reference``: stock ``WanImageToVideoPipeline`` on the micro I2V, first frame and prompt only;
+* ``target``: the true target clip read back (each reader's ceiling on this data).
+
+One JSON line on stdout: per variant and task the mean score with a bootstrap 95% interval over rows, the time
+per denoising step, and every row::
+
+    python bench/omnitransfer_heldout.py --pairs runs/omnitransfer-pairs \\
+        --variant full=runs/omnitransfer-micro/stage3/omnitransfer.safetensors \\
+        --variant untrained --variant no-reference --variant target
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_common_args, log, setup  # noqa: E402
+
+SPECIAL = ("untrained", "no-reference", "target")
+
+
+def score(task: str, frames: np.ndarray, meta: dict) -> dict[str, float]:
+    """The row's scores from ``uint8`` ``(F, H, W, 3)`` frames; ``score`` is the task's headline."""
+    from effivmt.metrics.world import path_similarity, read_clip
+    from effivmt.metrics.world_tasks import (
+        camera_agreement,
+        identity_agreement,
+        read_camera,
+        read_effect,
+        read_identity,
+        read_style,
+        style_agreement,
+    )
+
+    out: dict[str, float] = {}
+    if "motion" in task:
+        out["path"] = path_similarity(read_clip(frames).path, np.asarray(meta["target_path"]))
+    if task.startswith("id"):
+        out |= {f"id_{k}": v for k, v in identity_agreement(read_identity(frames), *_identity(meta)).items()}
+    if task == "camera":
+        out["camera"] = camera_agreement(read_camera(frames), np.asarray(meta["camera_track"]))
+    if task == "effect":
+        out["effect"] = float(read_effect(frames) == meta["effect"])
+    if task == "style":
+        out["style"] = style_agreement(read_style(frames), meta["style"])
+    heads = {"motion": ["path"], "camera": ["camera"], "effect": ["effect"], "id": ["id_mean"], "style": ["style"]}
+    heads["id+motion"] = ["path", "id_mean"]
+    out["score"] = float(np.mean([out[k] for k in heads[task]]))
+    return out
+
+
+def _identity(meta: dict) -> tuple[str, str, str]:
+    return meta["color"], meta["shape"], meta["pattern"]
+
+
+def bootstrap(values: list[float], seed: int = 0, draws: int = 2000) -> list[float]:
+    """Mean and its 95% bootstrap interval over rows."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        return [float("nan")] * 3
+    idx = np.random.default_rng(seed).integers(0, len(x), (draws, len(x)))
+    means = x[idx].mean(1)
+    return [float(x.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+
+
+def _frames(video: torch.Tensor) -> np.ndarray:
+    """``(3, F, H, W)`` in [-1, 1] -> ``uint8`` ``(F, H, W, 3)``."""
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_common_args(parser)
+    parser.add_argument("--pairs", type=Path, required=True, help="folder of effivmt.omnitransfer.pairs")
+    parser.add_argument("--variant", action="append", required=True, help="NAME=WEIGHTS, or one of " + str(SPECIAL))
+    parser.add_argument("--rows", type=int, default=0, help="first N held-out rows (0: all)")
+    parser.add_argument("--tasks", nargs="+", default=None, help="only these tasks (e.g. motion camera)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--save", type=Path, default=None, help="write each video and a contact sheet here")
+    args = parser.parse_args()
+    info = setup(args)
+
+    from effivmt.data.video import load_clip
+    from effivmt.omnitransfer.data import read_manifest
+
+    manifest = args.pairs / "heldout.jsonl"
+    meta_rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    rows = read_manifest(manifest)
+    picked = [i for i, m in enumerate(meta_rows) if args.tasks is None or m["task"] in args.tasks]
+    picked = picked[: args.rows] if args.rows else picked
+    size = json.loads((args.pairs / "pairs.json").read_text())["size"]  # [frames, height, width]
+    clip = dict(num_frames=size[0], height=size[1], width=size[2], fps=None, frame_mode="first", allow_fewer=True)
+
+    def read(path) -> torch.Tensor:  # (1, 3, F, H, W) in [-1, 1]
+        return load_clip(path, **clip)[0][None]
+
+    results: dict[str, dict] = {}
+    samples: dict[str, list[np.ndarray]] = {}
+    for spec in args.variant:
+        name, _, weights = spec.partition("=")
+        if not weights and name not in SPECIAL:
+            parser.error(f"--variant {spec}: give NAME=WEIGHTS or one of {SPECIAL}")
+        generate, per_step = _generator(name, Path(weights) if weights else None, args)
+        out_rows, t0 = [], time.perf_counter()
+        for n, i in enumerate(picked):
+            row, meta = rows[i], meta_rows[i]
+            target = read(row["target"])
+            references = [read(p) for p in row["reference"]]
+            started = time.perf_counter()
+            frames = _frames(target[0]) if generate is None else generate(target, references, row, args)
+            seconds = time.perf_counter() - started
+            scores = score(meta["task"], frames, meta["meta"])
+            out_rows.append({"name": meta["name"], "task": meta["task"], **scores, "seconds": round(seconds, 2)})
+            samples.setdefault(name, []).append(frames)
+            log(f"[{name} {n + 1}/{len(picked)}] {meta['name']}: {scores['score']:.3f} ({seconds:.1f} s)")
+        tasks = sorted({r["task"] for r in out_rows})
+        summary = {t: bootstrap([r["score"] for r in out_rows if r["task"] == t]) for t in tasks}
+        summary["all"] = bootstrap([r["score"] for r in out_rows])
+        wall = time.perf_counter() - t0
+        results[name] = {"summary": summary, "wall_s": round(wall, 1), "rows": out_rows}
+        if per_step is not None:
+            results[name]["seconds_per_step"] = round(per_step(), 4)
+        log(f"{name}: " + ", ".join(f"{t} {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for t, v in summary.items()))
+    if args.save:
+        _save(args.save, samples, [meta_rows[i]["name"] for i in picked])
+    print(
+        json.dumps(
+            {
+                "bench": "omnitransfer_heldout",
+                "pairs": str(args.pairs),
+                "rows": len(picked),
+                "steps": args.steps,
+                "guidance": args.guidance,
+                **info,
+                "variants": results,
+            }
+        )
+    )
+
+
+def _generator(name: str, weights: Path | None, args: argparse.Namespace):
+    """``(generate(target, references, row, args) -> frames, seconds_per_step())``; ``(None, None)`` for target."""
+    if name == "target":
+        return None, None
+    spent = {"seconds": 0.0, "steps": 0}
+
+    def per_step() -> float:
+        return spent["seconds"] / max(1, spent["steps"])
+
+    if name == "no-reference":
+        from diffusers import WanImageToVideoPipeline
+        from PIL import Image
+
+        from effivmt.backbone.wan import resolve_model_path
+
+        stock = WanImageToVideoPipeline.from_pretrained(str(resolve_model_path(None, "i2v"))).to(args.device)
+        stock.set_progress_bar_config(disable=True)
+
+        def generate(target, references, row, args) -> np.ndarray:
+            first = Image.fromarray(_frames(target[0])[0])
+            start = time.perf_counter()
+            video = stock(
+                prompt=row["prompt"],
+                image=first,
+                num_frames=target.shape[2],
+                height=target.shape[3],
+                width=target.shape[4],
+                num_inference_steps=args.steps,
+                guidance_scale=args.guidance,
+                generator=torch.Generator().manual_seed(0),
+                output_type="np",
+            ).frames[0]
+            spent["seconds"] += time.perf_counter() - start
+            spent["steps"] += args.steps
+            return (np.clip(video, 0, 1) * 255).round().astype(np.uint8)
+
+        return generate, per_step
+
+    from effivmt.omnitransfer.reference import decode_latents
+    from effivmt.omnitransfer.transfer import load_transfer_pipeline
+
+    pipe, use_mllm, _ = load_transfer_pipeline(weights, fps=8.0, device=args.device)
+
+    def generate(target, references, row, args) -> np.ndarray:
+        start = time.perf_counter()
+        latents = pipe.sample(
+            target[:, :, 0],
+            references,
+            list(row["task"]),
+            row["prompt"],
+            num_frames=target.shape[2],
+            steps=args.steps,
+            guidance=args.guidance,
+            seed=0,
+            source="mllm" if use_mllm else "text",
+        )
+        spent["seconds"] += time.perf_counter() - start
+        spent["steps"] += args.steps
+        return _frames(decode_latents(pipe.wan.vae, latents)[0])
+
+    return generate, per_step
+
+
+def _save(folder: Path, samples: dict[str, list[np.ndarray]], names: list[str]) -> None:
+    """Each video as mp4 and ``sheet.png``: per row, the variants' first, middle and last frames side by side."""
+    from PIL import Image
+
+    from effivmt.data.video import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for variant, videos in samples.items():
+        for name, video in zip(names, videos):
+            write_video(folder / f"{name}-{variant}.mp4", torch.from_numpy(video), fps=8.0)
+    strip = lambda v: np.concatenate([v[0], v[len(v) // 2], v[-1]], axis=1)  # noqa: E731
+    gap = lambda v: np.full((v.shape[1], 4, 3), 255, np.uint8)  # noqa: E731
+    lines = []
+    for i in range(len(names)):
+        parts = []
+        for videos in samples.values():
+            parts += [strip(videos[i]), gap(videos[i])]
+        lines.append(np.concatenate(parts[:-1], axis=1))
+    sheet = np.concatenate(lines, axis=0)
+    Image.fromarray(sheet).resize((sheet.shape[1] * 2, sheet.shape[0] * 2), Image.NEAREST).save(folder / "sheet.png")
+
+
+if __name__ == "__main__":
+    main()
