@@ -99,7 +99,8 @@ def main() -> None:
     add_common_args(parser)
     parser.add_argument("--pairs", type=Path, required=True, help="folder of effivmt.omnitransfer.pairs")
     parser.add_argument("--variant", action="append", required=True, help="NAME=WEIGHTS, or one of " + str(SPECIAL))
-    parser.add_argument("--rows", type=int, default=0, help="first N held-out rows (0: all)")
+    parser.add_argument("--split", default="heldout", choices=["heldout", "train"], help="train: a fitting check")
+    parser.add_argument("--rows", type=int, default=0, help="first N rows (0: all)")
     parser.add_argument("--tasks", nargs="+", default=None, help="only these tasks (e.g. motion camera)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=5.0)
@@ -110,7 +111,7 @@ def main() -> None:
     from effivmt.data.video import load_clip
     from effivmt.omnitransfer.data import read_manifest
 
-    manifest = args.pairs / "heldout.jsonl"
+    manifest = args.pairs / f"{args.split}.jsonl"
     meta_rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     rows = read_manifest(manifest)
     picked = [i for i, m in enumerate(meta_rows) if args.tasks is None or m["task"] in args.tasks]
@@ -139,6 +140,8 @@ def main() -> None:
             scores = score(meta["task"], frames, meta["meta"])
             out_rows.append({"name": meta["name"], "task": meta["task"], **scores, "seconds": round(seconds, 2)})
             samples.setdefault(name, []).append(frames)
+            if spec == args.variant[0]:  # the sheet's first column: the (last) reference, once per row
+                samples.setdefault("reference", []).append(_frames(references[-1][0]))
             log(f"[{name} {n + 1}/{len(picked)}] {meta['name']}: {scores['score']:.3f} ({seconds:.1f} s)")
         tasks = sorted({r["task"] for r in out_rows})
         summary = {t: bootstrap([r["score"] for r in out_rows if r["task"] == t]) for t in tasks}
@@ -155,6 +158,7 @@ def main() -> None:
             {
                 "bench": "omnitransfer_heldout",
                 "pairs": str(args.pairs),
+                "split": args.split,
                 "rows": len(picked),
                 "steps": args.steps,
                 "guidance": args.guidance,
@@ -229,21 +233,23 @@ def _generator(name: str, weights: Path | None, args: argparse.Namespace):
 
 
 def _save(folder: Path, samples: dict[str, list[np.ndarray]], names: list[str]) -> None:
-    """Each video as mp4 and ``sheet.png``: per row, the variants' first, middle and last frames side by side."""
+    """Each video as mp4 and ``sheet.png``: per row, the reference's and then each variant's first, middle and last
+    frames side by side."""
     from PIL import Image
 
     from effivmt.data.video import write_video
 
     folder.mkdir(parents=True, exist_ok=True)
     for variant, videos in samples.items():
-        for name, video in zip(names, videos):
+        for name, video in zip(names, videos, strict=True):
             write_video(folder / f"{name}-{variant}.mp4", torch.from_numpy(video), fps=8.0)
     strip = lambda v: np.concatenate([v[0], v[len(v) // 2], v[-1]], axis=1)  # noqa: E731
     gap = lambda v: np.full((v.shape[1], 4, 3), 255, np.uint8)  # noqa: E731
     lines = []
+    order = ["reference"] + [k for k in samples if k != "reference"]
     for i in range(len(names)):
         parts = []
-        for videos in samples.values():
+        for videos in (samples[k] for k in order):
             parts += [strip(videos[i]), gap(videos[i])]
         lines.append(np.concatenate(parts[:-1], axis=1))
     sheet = np.concatenate(lines, axis=0)

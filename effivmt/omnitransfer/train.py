@@ -62,6 +62,9 @@ class OmniModelArgs:
     """Also keep the VAE latents of every row's clips (target, first-frame condition, references) after their first
     encoding: the frozen VAE then runs once per clip instead of every step (the micro run's main cost). Costs host
     memory: about 4 x 16 x f x h x w x 4 bytes per row, 35 MB at 81x480x832, 150 KB at 33x64x64."""
+    object_weight: float = 1.0
+    """Loss weight of the latent pixels the target's object touches (pixels unlike the frame's border; for flat
+    backgrounds such as the micro world's), the rest 1. 1.0: the paper's plain mean."""
 
 
 @dataclass
@@ -203,6 +206,7 @@ def train(
             optimizer=args.optimizer,
             cache_features=model.cache_features,
             cache_latents=model.cache_latents,
+            object_weight=model.object_weight,
         )
         datamodule = PairedVideoDataModule(
             data.manifest, data.num_frames, data.height, data.width, data.fps, data.batch_size, data.num_workers

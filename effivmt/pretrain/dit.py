@@ -8,8 +8,9 @@ appearance-only captions (so a prompt may leave the motion open, as EffiVMT's ta
 empty ones (classifier-free guidance); one batch in five is single frames (the spatial stage's
 text-to-image case). Every draw comes from a generator seeded by the step, so a resumed run replays it.
 
-The object covers about 14% of the latent pixels of a clip (:func:`latent_object_mask`), so with a plain
-mean the loss is mostly about the background's colour. ``object_weight`` weights the latent pixels the
+The object covers about 14% of the latent pixels of a clip
+(:func:`~effivmt.training.object_mask.latent_object_mask`), so with a plain mean the loss is mostly about the
+background's colour. ``object_weight`` weights the latent pixels the
 object touches, as the VAE stages weight its pixels (:func:`effivmt.pretrain.vae.foreground_weight`).
 """
 
@@ -17,12 +18,10 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch.utils.data import IterableDataset
 
 from effivmt.data.world import caption, sample_scene
 from effivmt.pretrain import text_padding
-from effivmt.pretrain.vae import foreground_mask
 from effivmt.training.flow import add_noise, denoising_loss, sample_sigmas, timesteps_from_sigmas, velocity_target
 
 MAX_SEQUENCE_LENGTH = 512
@@ -36,19 +35,6 @@ class Steps(IterableDataset):
         while True:
             yield i
             i += 1
-
-
-def latent_object_mask(video: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, f, H/8, W/8)``: 1 on every latent pixel the object touches in any frame it encodes, else 0.
-
-    ``video`` is ``(B, 3, F, H, W)`` in [-1, 1] with ``F = 1 + 4k``. Pooled as Wan's causal VAE groups frames
-    (latent frame 0 is video frame 0 alone, each later one 4 frames) and by its 8 x 8 spatial stride."""
-    if video.shape[2] % 4 != 1:
-        raise ValueError(f"expected 1 + 4k frames, got {video.shape[2]}")
-    on = foreground_mask(video)
-    b, _, f, h, w = on.shape
-    later = on[:, :, 1:].reshape(b, 1, (f - 1) // 4, 4, h, w).amax(dim=3)
-    return F.max_pool3d(torch.cat([on[:, :, :1], later], dim=2), (1, 8, 8))
 
 
 def encode_prompts_trainable(text_encoder, tokenizer, prompts: list[str], device, pad: bool = True) -> torch.Tensor:

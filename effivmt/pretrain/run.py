@@ -240,9 +240,9 @@ def rendered_clip_cache(
 
 
 def cached_object_masks(out: Path) -> torch.Tensor:
-    """:func:`~effivmt.pretrain.dit.latent_object_mask` of every cached clip, kept beside the cache
+    """:func:`~effivmt.training.object_mask.latent_object_mask` of every cached clip, kept beside the cache
     (``cache/object-masks.safetensors``; a cache made before the masks gets them here)."""
-    from effivmt.pretrain.dit import latent_object_mask
+    from effivmt.training.object_mask import latent_object_mask
 
     return rendered_clip_cache(out, "object-masks", lambda video: {"masks": latent_object_mask(video)})["masks"]
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import IterableDataset
 
 from effivmt.data.world import render, sample_scene
+from effivmt.training.object_mask import foreground_mask
 
 
 class WorldWindows(IterableDataset):
@@ -73,14 +74,6 @@ def teacher_latents(video: torch.Tensor, z_dim: int = 16, seed: int = 0) -> torc
     g = torch.Generator().manual_seed(seed)
     rotation = torch.linalg.qr(torch.randn(z_dim, z_dim, generator=g))[0].to(video)
     return 2.0 * torch.einsum("oc,bcfhw->bofhw", rotation, z)
-
-
-def foreground_mask(video: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, F, H, W)``: 1 where a pixel of ``video`` (``(B, 3, F, H, W)`` in [-1, 1]) differs from its frame's
-    border colour (the world's background), else 0."""
-    border = torch.cat([video[..., 0, :], video[..., -1, :], video[..., :, 0], video[..., :, -1]], dim=-1)
-    background = border.median(dim=-1).values[..., None, None]  # (B, 3, F, 1, 1)
-    return ((video - background).abs().sum(dim=1, keepdim=True) > 0.1).to(video.dtype)
 
 
 def foreground_weight(video: torch.Tensor, object_weight: float) -> torch.Tensor:

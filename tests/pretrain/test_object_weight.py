@@ -11,8 +11,9 @@ from helpers import fake_pretrain_cache
 from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE, build_micro_components
 from effivmt.data.world import render, sample_scene
 from effivmt.pretrain import run as pretrain
-from effivmt.pretrain.dit import TextToVideoPretrainModule, latent_object_mask
+from effivmt.pretrain.dit import TextToVideoPretrainModule
 from effivmt.training.flow import denoising_loss
+from effivmt.training.object_mask import latent_object_mask
 
 
 def _video(clip) -> torch.Tensor:
