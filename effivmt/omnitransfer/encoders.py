@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -56,6 +57,39 @@ class FeatureCache:
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.entries.values())
+
+    def save(self, path: str | Path, identity: str) -> Path:
+        """Write the entries of a cache keyed by :func:`frame_key` (the VAE's, CLIP's) as safetensors, atomically,
+        with ``identity`` (the model they came from) in the header."""
+        from safetensors.torch import save_file
+
+        from effivmt.io import atomic_path
+
+        tensors = {
+            f"{digest}:{'x'.join(map(str, shape))}": v.contiguous() for (shape, digest), v in self.entries.items()
+        }
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"identity": identity, "name": self.name})
+        return Path(path)
+
+    def load(self, path: str | Path, identity: str) -> int:
+        """Add the entries :meth:`save` wrote, if they came from ``identity``; returns how many (0: none kept).
+
+        Entries are keyed by their input's bytes, so a file made from other clips only adds unused entries; a file
+        made by another model is ignored (and later overwritten), never served."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            return 0
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("identity") != identity or meta.get("name") != self.name:
+                return 0
+            for key in f.keys():
+                digest, shape = key.split(":")
+                self.entries[(tuple(int(n) for n in shape.split("x")), digest)] = f.get_tensor(key)
+        return len(self.entries)
 
     def lookup(self, keys: Sequence[Hashable], compute: Callable[[list[int]], Sequence[torch.Tensor]]) -> list:
         """The entries of ``keys``; ``compute(indices)`` runs the encoder on the items not cached yet."""

@@ -75,6 +75,8 @@ class OmniTransferModule(L.LightningModule):
         cache_latents: keep the VAE latents of each clip after its first encoding (a
             :class:`~effivmt.omnitransfer.encoders.FeatureCache` of the VAE, keyed by the clip's bytes, filled at
             ``setup`` with the features); the VAE stays loaded for clips not seen before.
+        latent_cache_file: where ``cache_latents`` keeps the latents between stages and re-runs (safetensors, with
+            the backbone's identity: a file from another model is ignored and rewritten); ``None``: in memory only.
         object_weight: loss weight of the target's latent pixels its object touches
             (:func:`~effivmt.training.object_mask.latent_object_mask`: pixels unlike the frame's border), the rest
             1; the loss is normalised by the mean weight. 1.0 is the paper's plain mean. A micro-world object covers
@@ -101,6 +103,7 @@ class OmniTransferModule(L.LightningModule):
         cache_features: bool = True,
         cache_latents: bool = False,
         object_weight: float = 1.0,
+        latent_cache_file: Path | None = None,
     ) -> None:
         super().__init__()
         # plain types only, so the .ckpt loads with torch.load(weights_only=True)
@@ -121,6 +124,7 @@ class OmniTransferModule(L.LightningModule):
         self.cache_features = cache_features
         self.cache_latents = cache_latents
         self.object_weight = object_weight
+        self.latent_cache_file = latent_cache_file
         self.pipe: OmniTransferPipeline | None = None
         self.strict_loading = False
 
@@ -183,9 +187,15 @@ class OmniTransferModule(L.LightningModule):
                 if not isinstance(part, FeatureCache):
                     setattr(wan, name, part := FeatureCache(part, name))
                 caches.append(part.to(device or self.device))
+        identity, stored = None, 0
         if self.cache_latents:
             wan.vae.to(device or self.device)
             pipe.latent_cache = pipe.latent_cache or FeatureCache(wan.vae, "vae")
+            if self.latent_cache_file is not None:
+                from effivmt.backbone.wan import model_identity
+
+                identity = model_identity(self.paths[0], "i2v")
+                stored = pipe.latent_cache.load(self.latent_cache_file, identity)
         rows = 0
         for batch in batches:  # what compute_loss encodes: target, first frame, references, contexts
             videos, prompts, target = batch["references"], list(batch["prompt"]), batch["target"]
@@ -214,6 +224,8 @@ class OmniTransferModule(L.LightningModule):
             if self.model.aligner.mllm is not None:
                 self.model.aligner.release_mllm()
         caches += [pipe.latent_cache] if self.cache_latents else []
+        if identity is not None and len(pipe.latent_cache.entries) > stored:
+            pipe.latent_cache.save(self.latent_cache_file, identity)
         kept = ", ".join(f"{c.name} {len(c.entries)} ({c.nbytes / 2**20:.1f} MiB)" for c in caches)
         log.info("cached frozen-encoder outputs of %d rows: %s", rows, kept)
 

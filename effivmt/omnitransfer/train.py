@@ -60,8 +60,9 @@ class OmniModelArgs:
     Qwen2.5-VL in stage 1, which does not use it); ``false`` keeps them loaded and runs them every step."""
     cache_latents: bool = False
     """Also keep the VAE latents of every row's clips (target, first-frame condition, references) after their first
-    encoding: the frozen VAE then runs once per clip instead of every step (the micro run's main cost). Costs host
-    memory: about 4 x 16 x f x h x w x 4 bytes per row, 35 MB at 81x480x832, 150 KB at 33x64x64."""
+    encoding, in memory and in ``out/cache/vae-latents.safetensors`` for the next stage and re-runs: the frozen VAE
+    then runs once per clip instead of every step (the micro run's main cost). Costs host memory and disk: about
+    4 x 16 x f x h x w x 4 bytes per row, 35 MB at 81x480x832, 150 KB at 33x64x64."""
     object_weight: float = 1.0
     """Loss weight of the latent pixels the target's object touches (pixels unlike the frame's border; for flat
     backgrounds such as the micro world's), the rest 1. 1.0: the paper's plain mean."""
@@ -207,6 +208,7 @@ def train(
             cache_features=model.cache_features,
             cache_latents=model.cache_latents,
             object_weight=model.object_weight,
+            latent_cache_file=out / "cache" / "vae-latents.safetensors",
         )
         datamodule = PairedVideoDataModule(
             data.manifest, data.num_frames, data.height, data.width, data.fps, data.batch_size, data.num_workers

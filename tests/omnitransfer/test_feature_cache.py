@@ -131,3 +131,29 @@ def test_cached_latents_give_the_same_loss_without_running_the_vae(features, vid
     torch.testing.assert_close(cached, live.detach(), rtol=0, atol=0)
     with pytest.raises(AssertionError, match="the VAE ran"):  # an unseen clip is still encoded live
         module.pipe.encode_latents(video(5))
+
+
+def test_latents_kept_on_disk_serve_the_next_stage_and_never_another_model(video, tmp_path):
+    """The latent file one stage writes serves the next without the VAE, equal to the live latents; a file is read
+    only by the backbone that wrote it."""
+    from effivmt.omnitransfer.encoders import FeatureCache
+
+    file = tmp_path / "cache" / "vae-latents.safetensors"
+    first = _module(1)
+    first.cache_latents, first.latent_cache_file = True, file
+    first.cache_encoder_features([_batch(video, [0])])
+    assert file.is_file()
+
+    second = _module(2)
+    second.cache_latents, second.latent_cache_file = True, file
+    live = second.pipe.encode_latents(video(3))  # the target of row 0, before the VAE is taken away
+
+    def no_vae(*args, **kwargs):
+        raise AssertionError("the VAE ran although the latents were on disk")
+
+    second.pipe.wan.vae.encode = no_vae
+    second.cache_encoder_features([_batch(video, [0])])
+    assert len(second.pipe.latent_cache.entries) == 3  # target, first-frame condition, reference
+    torch.testing.assert_close(second.pipe.encode_latents(video(3)), live, rtol=0, atol=0)
+    cache = FeatureCache(None, "vae")
+    assert cache.load(file, "another-model@0123") == 0 and cache.load(file, "tiny") == 3

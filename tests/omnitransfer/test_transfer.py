@@ -42,3 +42,20 @@ def test_transfer_help_line_and_errors(tmp_path, synthetic_manifest):
         transfer("motion", ref, ref, "p", tmp_path / "o.mp4", num_frames=8)
     with pytest.raises(VideoError, match="does not exist"):
         transfer("motion", ref, tmp_path / "missing.png", "p", tmp_path / "o.mp4", steps=1)
+
+
+def test_default_weights_are_the_packaged_ones_only_for_the_models_they_were_trained_on(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from effivmt.omnitransfer import checkpoint
+    from effivmt.omnitransfer.transfer import resolve_checkpoint
+
+    packaged = tmp_path / "omnitransfer.safetensors"
+    monkeypatch.setattr(checkpoint, "micro_weights_path", lambda: packaged)
+    assert resolve_checkpoint(None, Path("micro")) is None  # not installed: none (and transfer warns)
+    packaged.write_bytes(b"")
+    assert resolve_checkpoint(None, Path("micro")) == packaged
+    assert resolve_checkpoint(None, Path("tiny")) is None  # the tests' default backbone, too
+    assert resolve_checkpoint(None, Path("micro"), mllm=tmp_path / "qwen") is None
+    assert resolve_checkpoint(Path("untrained"), Path("micro")) is None
+    assert resolve_checkpoint(tmp_path / "mine.ckpt", Path("micro")) == tmp_path / "mine.ckpt"
