@@ -327,6 +327,8 @@ def read_look(frame: np.ndarray, marks: dict[str, object], offsets: float = 1.0,
     scale = min(height, width) / 64.0
     region = _filled_region(dist > 0.5 * gap, max(1, round(2 * scale)))
     ys, xs = np.nonzero(region)
+    if len(xs) == 0:  # a faint blob (a generated object fading out): no pixel half-way to the object's colour
+        return LookReading(background, color, None, None, float("inf"))
     cx, cy = xs.mean(), ys.mean()
     size = SIZE * scale
     r = int(np.ceil(1.6 * size))

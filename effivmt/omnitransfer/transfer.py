@@ -175,6 +175,7 @@ def transfer(
     num_frames = check_frame_count(num_frames or native[0])
     height, width, fps = height or native[1], width or native[2], fps or native[3]
     start = time.perf_counter()
+    checkpoint = resolve_checkpoint(checkpoint, model, mllm)
     pipe, use_mllm, stage = load_transfer_pipeline(checkpoint, model, mllm, use_mllm, fps, dtype, device)
     frame = load_first_frame(first_frame, height, width)
     clip_args = dict(num_frames=num_frames, height=height, width=width, fps=fps, frame_mode="first", allow_fewer=True)
@@ -253,7 +254,8 @@ def load_transfer_pipeline(
     dtype: str = "fp32",
     device: str = "cpu",
 ) -> tuple[OmniTransferPipeline, bool, int | None]:
-    """The pipeline :func:`transfer` samples with: backbone, MLLM and the ``checkpoint``'s weights, in eval mode.
+    """The pipeline :func:`transfer` samples with: backbone, MLLM and the ``checkpoint``'s weights (``None``: no
+    trained weights, with a warning; :func:`resolve_checkpoint` picks the default), in eval mode.
 
     The task settings (queries per task, flags, MLLM frame size, reference frames) come from the file, so a model
     trained with other settings loads as trained; a stage-1 file reads the prompt through UMT5
@@ -264,7 +266,6 @@ def load_transfer_pipeline(
     from effivmt.omnitransfer.pipeline import OmniTransferPipeline
     from effivmt.omnitransfer.tasks import TaskConfig
 
-    checkpoint = resolve_checkpoint(checkpoint, model, mllm)
     meta = read_metadata(checkpoint) if checkpoint is not None else {}  # train with N queries -> infer with N
     stage = file_stage(meta)
     use_mllm = _context_source(checkpoint, stage, use_mllm)

@@ -91,3 +91,15 @@ def test_readers_survive_h264(tmp_path):
     assert read_effect(frames["effect"]) == "recolor"
     assert identity_agreement(read_identity(frames["id"]), "black", "circle", "x")["mean"] == 1.0
     assert style_agreement(read_style(frames["style"]), "stripes") == 1.0
+
+
+def test_a_faint_blob_reads_as_no_look_instead_of_failing():
+    """A generated object fading out: pixels far enough from the background to count, none half-way to the nearest
+    palette colour. The readers return "no shape, no mark" for the frame (they used to raise on a NaN centre)."""
+    from effivmt.metrics.world_tasks import read_identity, read_style
+
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[20:28, 20:28] = 58  # 100 from black, nearest colour gray, 222 from black
+    for reading in (read_identity(frame[None]), read_style(frame[None])):
+        (look,) = reading.frames
+        assert look.background == "black" and look.shape is None and look.mark is None

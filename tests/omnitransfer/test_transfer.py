@@ -59,3 +59,36 @@ def test_default_weights_are_the_packaged_ones_only_for_the_models_they_were_tra
     assert resolve_checkpoint(None, Path("micro"), mllm=tmp_path / "qwen") is None
     assert resolve_checkpoint(Path("untrained"), Path("micro")) is None
     assert resolve_checkpoint(tmp_path / "mine.ckpt", Path("micro")) == tmp_path / "mine.ckpt"
+
+
+def test_the_command_uses_installed_weights_by_default_unless_told_untrained(
+    tmp_path, synthetic_manifest, caplog, monkeypatch
+):
+    """With weights installed where `effivmt omnitransfer --install true` puts them (here: a stage-3 file of the
+    micro models, untrained, in a temporary folder), `effivmt transfer` on the micro models loads them without
+    being told; `--checkpoint untrained` and an empty install fall back to no weights, with the warning."""
+    from effivmt import cli
+    from effivmt.omnitransfer import checkpoint
+    from effivmt.omnitransfer.pipeline import OmniTransferPipeline
+
+    installed = tmp_path / "assets" / "omnitransfer.safetensors"
+    monkeypatch.setattr(checkpoint, "micro_weights_path", lambda: installed)
+    ref = synthetic_manifest.parent / "motion-reference.mp4"
+    common = ["--model", "micro", "--task", "motion", "--reference", str(ref), "--first_frame", str(ref)]
+    common += ["--prompt", "a red circle on a black background", "--steps", "2"]
+
+    def run(name, *extra):
+        out = tmp_path / f"{name}.mp4"
+        caplog.clear()
+        assert cli.main(["transfer", *common, *extra, "--out", str(out)]) == 0
+        warned = [r for r in caplog.records if r.levelname == "WARNING" and "no trained weights" in r.getMessage()]
+        return json.loads(out.with_suffix(".json").read_text()), len(warned)
+
+    settings, warned = run("none")  # nothing installed
+    assert settings["checkpoint"] is None and warned == 1
+    pipe = OmniTransferPipeline.load("micro", num_reference_frames=4)
+    checkpoint.save_weights(pipe.model, installed, {"stage": 2, "num_reference_frames": 4})
+    settings, warned = run("installed")
+    assert settings["checkpoint"] == str(installed) and settings["checkpoint_stage"] == 2 and warned == 0
+    settings, warned = run("untrained", "--checkpoint", "untrained")
+    assert settings["checkpoint"] is None and warned == 1
