@@ -94,10 +94,14 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, object]
     from safetensors.torch import save_file
 
     path = Path(path)
-    meta = {"format": "omnitransfer", **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
     with atomic_path(path) as tmp:
-        save_file(weights_state(model), str(tmp), metadata=meta)
+        save_file(weights_state(model), str(tmp), metadata=_header(metadata))
     return path
+
+
+def _header(metadata: dict[str, object] | None) -> dict[str, str]:
+    """The safetensors header of a weights file: its format, then each setting as JSON (:func:`read_metadata`)."""
+    return {"format": "omnitransfer", **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
@@ -150,9 +154,8 @@ def install_weights(path: str | Path, dest: str | Path | None = None, dtype: tor
     dest = Path(dest) if dest is not None else micro_weights_path()
     dest.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    header = {"format": "omnitransfer", **{k: json.dumps(v) for k, v in meta.items()}}
     with atomic_path(dest) as tmp:
-        save_file(state, str(tmp), metadata=header)
+        save_file(state, str(tmp), metadata=_header(meta))
     return dest
 
 

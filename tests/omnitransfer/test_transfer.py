@@ -92,3 +92,23 @@ def test_the_command_uses_installed_weights_by_default_unless_told_untrained(
     assert settings["checkpoint"] == str(installed) and settings["checkpoint_stage"] == 2 and warned == 0
     settings, warned = run("untrained", "--checkpoint", "untrained")
     assert settings["checkpoint"] is None and warned == 1
+
+
+def test_install_writes_a_bf16_copy_with_the_same_settings(tmp_path):
+    import torch
+
+    from effivmt.omnitransfer.checkpoint import install_weights, read_weights, save_weights
+    from effivmt.omnitransfer.pipeline import OmniTransferPipeline
+    from effivmt.omnitransfer.train import OmniModelArgs, PairedDataArgs, train
+
+    pipe = OmniTransferPipeline.load("tiny")
+    source = save_weights(pipe.model, tmp_path / "stage3.safetensors", {"stage": 3, "tasks": {"num_queries": 8}})
+    copy = install_weights(source, tmp_path / "assets" / "omnitransfer.safetensors")
+    (want, want_meta), (got, got_meta) = read_weights(source), read_weights(copy)
+    assert got_meta == want_meta and got.keys() == want.keys()
+    for key, value in want.items():
+        assert got[key].dtype == torch.bfloat16 and torch.equal(got[key], value.to(torch.bfloat16))
+    # only the packaged models' weights are packaged, and only a stage-3 run's: refused before anything runs
+    with pytest.raises(ConfigError, match="install: true packages weights"):
+        train(tmp_path / "run", PairedDataArgs(tmp_path / "m.jsonl"), OmniModelArgs(path="tiny"), install=True)
+    assert not (tmp_path / "run").exists()
