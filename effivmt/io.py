@@ -63,6 +63,13 @@ def _default_mode(path: Path, base: int) -> None:
     os.chmod(path, base & ~umask)
 
 
+def package_asset(*parts: str) -> Path:
+    """A path under ``effivmt/assets`` of the installed package (the micro models and their weights)."""
+    from importlib import resources
+
+    return Path(str(resources.files("effivmt").joinpath("assets", *parts)))
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` through :func:`atomic_path`."""
     with atomic_path(path) as tmp:

@@ -21,11 +21,12 @@ The random tiny model (:mod:`effivmt.backbone.tiny`) stays for fast unit tests.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from effivmt.io import package_asset
 
 MICRO_FRAMES = 33
 MICRO_SIZE = 64
@@ -82,12 +83,12 @@ MICRO_FLOW_SHIFT = 2.0
 
 def micro_path() -> Path:
     """The packaged micro Wan folder (``effivmt/assets/micro-wan-t2v``)."""
-    return Path(str(resources.files("effivmt").joinpath("assets", MICRO_FOLDER)))
+    return package_asset(MICRO_FOLDER)
 
 
 def micro_i2v_path() -> Path:
     """The packaged micro Wan I2V folder (``effivmt/assets/micro-wan-i2v``)."""
-    return Path(str(resources.files("effivmt").joinpath("assets", MICRO_I2V_FOLDER)))
+    return package_asset(MICRO_I2V_FOLDER)
 
 
 def build_micro_image_encoder(seed: int = 0) -> tuple[Any, Any]:

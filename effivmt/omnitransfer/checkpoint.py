@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from effivmt.errors import AdapterMismatchError, EffivmtError
-from effivmt.io import atomic_path
+from effivmt.io import atomic_path, package_asset
 
 #: parameter groups trained by each stage (paper: DiT blocks; connector; joint incl. MLLM LoRA).
 STAGE_GROUPS: dict[int, tuple[str, ...]] = {1: ("dit",), 2: ("connector",), 3: ("dit", "connector", "mllm_lora")}
@@ -30,9 +30,7 @@ MICRO_WEIGHTS_FOLDER = "micro-omnitransfer"
 
 def micro_weights_path() -> Path:
     """``effivmt/assets/micro-omnitransfer/omnitransfer.safetensors``: what ``effivmt transfer`` uses by default."""
-    from importlib import resources
-
-    return Path(str(resources.files("effivmt").joinpath("assets", MICRO_WEIGHTS_FOLDER, WEIGHTS_NAME)))
+    return package_asset(MICRO_WEIGHTS_FOLDER, WEIGHTS_NAME)
 
 
 def parameter_groups(model: nn.Module) -> dict[str, dict[str, nn.Parameter]]:

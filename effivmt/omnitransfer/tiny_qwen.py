@@ -118,9 +118,9 @@ TINY_QWEN_FOLDER = "tiny-qwen2.5-vl"
 
 def tiny_qwen_path() -> Path:
     """The packaged tiny Qwen2.5-VL folder."""
-    from importlib import resources
+    from effivmt.io import package_asset
 
-    return Path(str(resources.files("effivmt").joinpath("assets", TINY_QWEN_FOLDER)))
+    return package_asset(TINY_QWEN_FOLDER)
 
 
 def save_mllm(mllm: MLLMComponents, folder: str | Path) -> Path:
