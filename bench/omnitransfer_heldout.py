@@ -21,7 +21,8 @@ apart from what the reference adds. Variants (repeat ``--variant``):
 * ``target``: the true target clip read back (each reader's ceiling on this data).
 
 One JSON line on stdout: per variant and task the mean score with a bootstrap 95% interval over rows, the time
-per denoising step, and every row::
+per denoising step, every row, and (``versus``) each variant's score minus ``--versus``'s (default
+``no-reference``) on the same rows, with its interval::
 
     python bench/omnitransfer_heldout.py --pairs runs/omnitransfer-pairs \\
         --variant full=runs/omnitransfer-micro/stage3/omnitransfer.safetensors \\
@@ -89,6 +90,23 @@ def bootstrap(values: list[float], seed: int = 0, draws: int = 2000) -> list[flo
     return [float(x.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
 
 
+def _versus(results: dict[str, dict], base: str) -> None:
+    """Add ``versus[base]`` to every other variant: its score minus ``base``'s on the same rows, per task and over all
+    rows, with bootstrap intervals (a paired comparison: the rows' own difficulty cancels). Nothing if ``base`` did
+    not run."""
+    if base not in results:
+        return
+    reference = {r["name"]: r["score"] for r in results[base]["rows"]}
+    for name, result in results.items():
+        if name == base:
+            continue
+        diffs = [(r["task"], r["score"] - reference[r["name"]]) for r in result["rows"] if r["name"] in reference]
+        summary = {t: bootstrap([d for task, d in diffs if task == t]) for t in sorted({t for t, _ in diffs})}
+        summary["all"] = bootstrap([d for _, d in diffs])
+        result["versus"] = {base: summary}
+        log(f"{name} - {base}: " + ", ".join(f"{t} {v[0]:+.3f} [{v[1]:+.3f}, {v[2]:+.3f}]" for t, v in summary.items()))
+
+
 def _frames(video: torch.Tensor) -> np.ndarray:
     """``(3, F, H, W)`` in [-1, 1] -> ``uint8`` ``(F, H, W, 3)``."""
     return ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
@@ -105,6 +123,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--save", type=Path, default=None, help="write each video and a contact sheet here")
+    parser.add_argument("--versus", default="no-reference", help="variant the others are compared with, row by row")
     args = parser.parse_args()
     info = setup(args)
 
@@ -151,6 +170,7 @@ def main() -> None:
         if per_step is not None:
             results[name]["seconds_per_step"] = round(per_step(), 4)
         log(f"{name}: " + ", ".join(f"{t} {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for t, v in summary.items()))
+    _versus(results, args.versus)
     if args.save:
         _save(args.save, samples, [meta_rows[i]["name"] for i in picked])
     print(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,20 @@ from effivmt.io import write_text_atomic
 from effivmt.omnitransfer.tasks import parse_tasks
 
 
-def read_manifest(path: str | Path) -> list[dict[str, Any]]:
+def read_manifest(path: str | Path, tasks: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Rows of a manifest with absolute paths, ``reference`` as a list and ``task`` as a tuple.
 
+    Args:
+        path: the JSONL manifest.
+        tasks: keep only rows of these tasks (``"motion"``, ``"id+motion"``...; a row's task must match one
+            exactly); ``None`` keeps every row.
+
     Raises:
-        ConfigError: a missing file, malformed JSON, a missing field, or a task/reference count mismatch.
+        ConfigError: a missing file, malformed JSON, a missing field, a task/reference count mismatch, or no row
+            (of ``tasks``).
     """
     path = Path(path)
+    wanted = None if tasks is None else {parse_tasks(t) for t in tasks}
     if not path.is_file():
         raise ConfigError(f"manifest {path} does not exist", "write a JSONL file or use make_synthetic_pairs()")
     rows = []
@@ -49,21 +57,25 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
             hint = "each row needs reference, target, prompt, task"
             raise ConfigError(f"{path}:{lineno}: missing {', '.join(missing)}", hint)
         refs = row["reference"] if isinstance(row["reference"], list) else [row["reference"]]
-        tasks = parse_tasks(row["task"])
-        if len(tasks) != len(refs):
+        tasks_of_row = parse_tasks(row["task"])
+        if len(tasks_of_row) != len(refs):
             raise ConfigError(
-                f"{path}:{lineno}: {len(tasks)} task(s) for {len(refs)} reference(s)",
+                f"{path}:{lineno}: {len(tasks_of_row)} task(s) for {len(refs)} reference(s)",
                 "give one reference video per task",
             )
+        if wanted is not None and tasks_of_row not in wanted:
+            continue
         rows.append(
             {
                 "reference": [path.parent / r for r in refs],
                 "target": path.parent / row["target"],
                 "prompt": row["prompt"],
-                "task": tasks,
+                "task": tasks_of_row,
                 "reference_prompt": row.get("reference_prompt", ""),
             }
         )
+    if not rows and wanted is not None:
+        raise ConfigError(f"manifest {path} has no rows of tasks {list(tasks)}", "check the task names or the manifest")
     if not rows:
         raise ConfigError(f"manifest {path} has no rows")
     return rows
@@ -73,9 +85,15 @@ class PairedVideoDataset(Dataset):
     """Loads each row's reference(s) and target as float ``(3, F, H, W)`` in ``[-1, 1]`` at one size."""
 
     def __init__(
-        self, manifest: str | Path, num_frames: int, height: int, width: int, fps: float | None = None
+        self,
+        manifest: str | Path,
+        num_frames: int,
+        height: int,
+        width: int,
+        fps: float | None = None,
+        tasks: Sequence[str] | None = None,
     ) -> None:
-        self.rows = read_manifest(manifest)
+        self.rows = read_manifest(manifest, tasks)
         self.clip_args = dict(num_frames=num_frames, height=height, width=width, fps=fps, frame_mode="uniform")
 
     def __len__(self) -> int:
@@ -120,6 +138,7 @@ class PairedVideoDataModule(L.LightningDataModule):
         batch_size: pairs per step (the paper uses 16 over its GPUs).
         num_workers: DataLoader workers.
         shuffle: shuffle rows every epoch.
+        tasks: serve only the rows of these tasks (:func:`read_manifest`); ``None``: every row.
     """
 
     def __init__(
@@ -132,15 +151,17 @@ class PairedVideoDataModule(L.LightningDataModule):
         batch_size: int = 1,
         num_workers: int = 0,
         shuffle: bool = True,
+        tasks: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.manifest, self.clip = Path(manifest), (num_frames, height, width, fps)
+        self.tasks = None if tasks is None else list(tasks)
         self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
         self.dataset: PairedVideoDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
-            self.dataset = PairedVideoDataset(self.manifest, *self.clip)
+            self.dataset = PairedVideoDataset(self.manifest, *self.clip, tasks=self.tasks)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

@@ -28,7 +28,7 @@ from effivmt.data.video import check_frame_count, check_multiple_of_16
 from effivmt.errors import ConfigError
 from effivmt.io import AnyPath
 from effivmt.omnitransfer.checkpoint import WEIGHTS_NAME, install_weights, save_weights
-from effivmt.omnitransfer.tasks import TaskConfig
+from effivmt.omnitransfer.tasks import TaskConfig, parse_tasks
 from effivmt.training.args import StageArgs, TrainerArgs
 from effivmt.training.strategies import SHARDED_PARAMS, is_global_zero
 
@@ -80,11 +80,21 @@ class PairedDataArgs:
     fps: float | None = 16.0
     batch_size: int = 1
     num_workers: int = 2
+    stage_tasks: dict[int, list[str]] = field(default_factory=dict)
+    """Rows a stage trains on, by task (``{1: [motion]}``: stage 1 sees only the ``motion`` rows; a row's task must
+    equal one listed, so ``id+motion`` is its own entry); a stage not named trains on every row."""
 
     def __post_init__(self) -> None:
         check_frame_count(self.num_frames, "data.num_frames")
         check_multiple_of_16("data.height", self.height)
         check_multiple_of_16("data.width", self.width)
+        for stage, tasks in self.stage_tasks.items():
+            if stage not in (1, 2, 3):
+                raise ConfigError(f"data.stage_tasks names stage {stage}", "stages are 1, 2 and 3")
+            if not tasks:
+                raise ConfigError(f"data.stage_tasks gives stage {stage} no task", "name its tasks or drop the entry")
+            for task in tasks:
+                parse_tasks(task)  # an unknown task fails here, before any stage writes
 
 
 def paper_stage(max_steps: int) -> StageArgs:
@@ -136,9 +146,10 @@ def train(
         trainer: Lightning settings (devices, strategy, precision, gradient checkpointing), as for ``effivmt run``.
         init_from: weights to start the first listed stage from (default: the previous stage's file in ``out``).
         seed: seed of the tiny models, data order and noise.
-        install: after stage 3, also write its weights (in bf16) into the package, where ``effivmt transfer``
-            finds them by default (``effivmt/assets/micro-omnitransfer``); only for the packaged micro Wan I2V and
-            tiny Qwen2.5-VL (``model.path`` and ``model.mllm`` empty), the models they were trained on.
+        install: after the last stage, also write its weights (in bf16) into the package, where ``effivmt transfer``
+            finds them by default (``effivmt/assets/micro-omnitransfer``; a stage-1 file reads the prompt through
+            UMT5); only for the packaged micro Wan I2V and tiny Qwen2.5-VL (``model.path`` and ``model.mllm``
+            empty), the models they were trained on.
 
     Returns:
         The weights file of the last stage run (the ``--checkpoint`` of ``effivmt transfer``).
@@ -159,10 +170,10 @@ def train(
         raise ConfigError(f"unknown stage in {stages}", "stages are 1 (DiT), 2 (connector), 3 (joint)")
     check_sharding(trainer)
     check_trainer(trainer)
-    if install and (model.path is not None or model.mllm is not None or stages[-1] != 3):
+    if install and (model.path is not None or model.mllm is not None):
         raise ConfigError(
-            "install: true packages weights for the packaged micro Wan I2V and tiny Qwen2.5-VL, after stage 3",
-            "leave model.path and model.mllm empty and end stages with 3, or drop install",
+            "install: true packages weights for the packaged micro Wan I2V and tiny Qwen2.5-VL only",
+            "leave model.path and model.mllm empty, or drop install",
         )
     if model.dtype != "fp32" and "mixed" not in str(trainer.precision) and str(trainer.precision) not in ("bf16", "16"):
         raise ConfigError(
@@ -211,7 +222,14 @@ def train(
             latent_cache_file=out / "cache" / "vae-latents.safetensors",
         )
         datamodule = PairedVideoDataModule(
-            data.manifest, data.num_frames, data.height, data.width, data.fps, data.batch_size, data.num_workers
+            data.manifest,
+            data.num_frames,
+            data.height,
+            data.width,
+            data.fps,
+            data.batch_size,
+            data.num_workers,
+            tasks=data.stage_tasks.get(stage),
         )
         name = f"stage{stage}"
         with record.stage(name):
@@ -235,5 +253,5 @@ def train(
         record.record(name, path=str(final), steps=fit.global_step)
         log.info("stage %d done: %s", stage, final)
     if install and is_global_zero():
-        log.info("installed the stage-3 weights in the package: %s", install_weights(previous))
+        log.info("installed the stage-%d weights in the package: %s", stages[-1], install_weights(previous))
     return previous

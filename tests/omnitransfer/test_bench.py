@@ -1,6 +1,7 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_omnitransfer.py"
@@ -43,3 +44,31 @@ def test_joint_baseline_embeds_each_distinct_timestep_once(pipe, branch_inputs):
     finally:
         handle.remove()
     assert rows == [4]  # old: 2 items x (12 + 12 + 12) tokens = 72
+
+
+def _load(name: str):
+    import sys
+
+    sys.path.insert(0, str(BENCH.parent))  # the bench scripts import their `common`
+    spec = importlib.util.spec_from_file_location(name, BENCH.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_heldout_bench_compares_each_variant_with_no_reference_row_by_row():
+    """The headline figure is a paired difference: row by row, so a hard row counts against both variants."""
+    bench = _load("omnitransfer_heldout")
+    rows = lambda scores: [  # noqa: E731
+        {"name": f"{i}", "task": task, "score": s} for i, (task, s) in enumerate(scores)
+    ]
+    results = {
+        "no-reference": {"rows": rows([("motion", 0.5), ("motion", 0.9), ("id", 0.2)])},
+        "trained": {"rows": rows([("motion", 0.6), ("motion", 1.0), ("id", 0.1)])},
+    }
+    bench._versus(results, "no-reference")
+    versus = results["trained"]["versus"]["no-reference"]
+    assert versus["motion"][0] == versus["motion"][1] == versus["motion"][2] == pytest.approx(0.1)
+    assert versus["id"][0] == pytest.approx(-0.1) and versus["all"][0] == pytest.approx(1 / 30)
+    assert "versus" not in results["no-reference"]
+    bench._versus(results, "absent")  # a base that did not run adds nothing

@@ -58,3 +58,14 @@ def test_collate_combination_rows():
     assert [r.shape[0] for r in batch["references"]] == [2, 2] and batch["references"][1].min() == 1
     with pytest.raises(ConfigError, match="different numbers of references"):
         collate_pairs([item, {**item, "references": item["references"][:1], "tasks": ("id",)}])
+
+
+def test_manifest_keeps_only_the_rows_of_the_tasks_asked_for(synthetic_manifest):
+    """``data.stage_tasks`` reads a manifest through this filter: a row's task must equal one of those asked for."""
+    rows = read_manifest(synthetic_manifest, ["motion", "style"])
+    assert [r["task"] for r in rows] == [("motion",), ("style",)]
+    assert len(read_manifest(synthetic_manifest)) == 5
+    with pytest.raises(ConfigError, match=r"no rows of tasks \['id\+motion'\]"):
+        read_manifest(synthetic_manifest, ["id+motion"])  # id+motion is its own task, not id or motion
+    dm = PairedVideoDataModule(synthetic_manifest, num_frames=9, height=32, width=32, fps=None, tasks=["camera"])
+    assert [b["tasks"] for b in dm.train_dataloader()] == [[("camera",)]]

@@ -5,6 +5,7 @@ import functools
 import pytest
 import torch
 
+from effivmt.errors import ConfigError
 from effivmt.omnitransfer.checkpoint import STAGE_GROUPS, parameter_groups, read_weights
 from effivmt.omnitransfer.module import OmniTransferModule
 from effivmt.omnitransfer.tasks import TaskConfig
@@ -76,6 +77,8 @@ def test_recipes_parse():
         assert cfg.stages in ([1], [2], [3], [1, 2, 3]), name
     tiny = parser.instantiate(parser.parse_args(["--config", str(root / "omnitransfer-tiny.yaml")]))
     assert tiny.model.tasks.num_queries == 4 and tiny.data.num_frames == 9
+    micro = parser.instantiate(parser.parse_args(["--config", str(root / "omnitransfer-micro.yaml")]))
+    assert micro.data.stage_tasks == {1: ["motion"]} and micro.model.tasks.bias["motion"] == "none"
 
 
 def test_tiny_recipe_trains_three_stages_then_transfers(tmp_path, synthetic_manifest):
@@ -269,3 +272,37 @@ def test_object_weight_weights_the_latent_pixels_of_the_object(tmp_path):
     torch.testing.assert_close(losses[1.0], error.mean())
     weight = (1 + 4 * mask).expand_as(error)
     torch.testing.assert_close(losses[5.0], (weight * error).sum() / weight.sum())
+
+
+def test_stage_tasks_give_each_stage_its_rows(tmp_path, synthetic_manifest, monkeypatch):
+    """``data.stage_tasks: {1: [motion]}`` trains stage 1 on the motion rows only, the stages not named on all."""
+    import effivmt.training.trainer as trainer_module
+    from effivmt.omnitransfer.train import PairedDataArgs, train
+
+    served = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_fit(name, module, datamodule, *args, **kwargs):
+        datamodule.setup("fit")
+        served[name] = sorted(r["task"] for r in datamodule.dataset.rows)
+        raise Stop
+
+    monkeypatch.setattr(trainer_module, "fit_stage", fake_fit)
+    data = PairedDataArgs(synthetic_manifest, num_frames=9, height=32, width=32, fps=None, stage_tasks={1: ["motion"]})
+    for stage in (1, 2):
+        with pytest.raises(Stop):
+            train(tmp_path / "run", data, stages=[stage])
+    assert served == {"stage1": [("motion",)], "stage2": [("camera",), ("effect",), ("id",), ("motion",), ("style",)]}
+
+
+@pytest.mark.parametrize(
+    ("stage_tasks", "message"),
+    [({1: ["walk"]}, "unknown task 'walk'"), ({4: ["motion"]}, "names stage 4"), ({1: []}, "no task")],
+)
+def test_stage_tasks_are_checked_before_anything_runs(synthetic_manifest, stage_tasks, message):
+    from effivmt.omnitransfer.train import PairedDataArgs
+
+    with pytest.raises(ConfigError, match=message):
+        PairedDataArgs(synthetic_manifest, num_frames=9, height=32, width=32, stage_tasks=stage_tasks)

@@ -108,7 +108,7 @@ def test_install_writes_a_bf16_copy_with_the_same_settings(tmp_path):
     assert got_meta == want_meta and got.keys() == want.keys()
     for key, value in want.items():
         assert got[key].dtype == torch.bfloat16 and torch.equal(got[key], value.to(torch.bfloat16))
-    # only the packaged models' weights are packaged, and only a stage-3 run's: refused before anything runs
+    # only the packaged models' weights are packaged: refused before anything runs
     with pytest.raises(ConfigError, match="install: true packages weights"):
         train(tmp_path / "run", PairedDataArgs(tmp_path / "m.jsonl"), OmniModelArgs(path="tiny"), install=True)
     assert not (tmp_path / "run").exists()
