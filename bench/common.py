@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 #: Wan 2.1 T2V 1.3B (diffusers ``transformer/config.json``): 30 blocks, 12 heads x 128 = 1536 wide.
@@ -43,6 +44,16 @@ TEXT_LEN = 512
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def bootstrap(values: list[float], seed: int = 0, draws: int = 2000) -> list[float]:
+    """Mean and its 95% bootstrap interval over rows."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        return [float("nan")] * 3
+    idx = np.random.default_rng(seed).integers(0, len(x), (draws, len(x)))
+    means = x[idx].mean(1)
+    return [float(x.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:

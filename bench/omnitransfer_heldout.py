@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_args, log, setup  # noqa: E402
+from common import add_common_args, bootstrap, log, setup  # noqa: E402
 
 SPECIAL = ("untrained", "no-reference", "target")
 
@@ -78,16 +78,6 @@ def score(task: str, frames: np.ndarray, meta: dict) -> dict[str, float]:
 
 def _identity(meta: dict) -> tuple[str, str, str]:
     return meta["color"], meta["shape"], meta["pattern"]
-
-
-def bootstrap(values: list[float], seed: int = 0, draws: int = 2000) -> list[float]:
-    """Mean and its 95% bootstrap interval over rows."""
-    x = np.asarray(values, dtype=np.float64)
-    if len(x) == 0:
-        return [float("nan")] * 3
-    idx = np.random.default_rng(seed).integers(0, len(x), (draws, len(x)))
-    means = x[idx].mean(1)
-    return [float(x.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
 
 
 def _versus(results: dict[str, dict], base: str) -> None:

@@ -26,14 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_args, log, setup  # noqa: E402
-
-
-def bootstrap(values: np.ndarray, samples: int = 2000, seed: int = 0) -> list[float]:
-    """Mean and its bootstrap 95% interval over rows."""
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (samples, len(values)))].mean(axis=1)
-    return [float(values.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+from common import add_common_args, bootstrap, log, setup  # noqa: E402
 
 
 def rows_of(manifest: Path, task: str, count: int, oracle: bool) -> list[dict]:
@@ -82,7 +75,7 @@ def measure(weights: Path | None, items: list[dict], draws: int, object_weight: 
         "flags": tasks.flags,
         "own": float(own_a.mean()),
         "other": float(other_a.mean()),
-        "other_minus_own": bootstrap(other_a - own_a),
+        "other_minus_own": bootstrap(list(other_a - own_a)),
         "rows_lower_with_own": int((other_a > own_a).sum()),
         "rows": len(own),
         "per_row": {"own": own, "other": other},
