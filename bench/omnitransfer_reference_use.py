@@ -30,21 +30,17 @@ from common import add_common_args, bootstrap, log, setup  # noqa: E402
 
 
 def rows_of(manifest: Path, task: str, count: int, oracle: bool) -> list[dict]:
-    """The first ``count`` items of ``task``; ``oracle``: each item's reference replaced by its own target clip."""
+    """The first ``count`` items of ``task``, at the clip size of the pairs build (its ``pairs.json``); ``oracle``:
+    each item's reference replaced by its own target clip."""
     from effivmt.omnitransfer.data import PairedVideoDataModule
 
-    data = PairedVideoDataModule(manifest, 33, 64, 64, None, batch_size=1, num_workers=0)
-    data.setup("fit")
+    frames, height, width = json.loads((manifest.parent / "pairs.json").read_text())["size"]
+    data = PairedVideoDataModule(manifest, frames, height, width, None, num_workers=0, shuffle=False, tasks=[task])
     dataset = data.train_dataloader().dataset
-    items = []
-    for i in range(len(dataset)):
-        item = dataset[i]
-        if tuple(item["tasks"]) == (task,):
-            if oracle:
-                item["references"] = [item["target"]]
-            items.append(item)
-        if len(items) == count:
-            break
+    items = [dataset[i] for i in range(min(count, len(dataset)))]
+    if oracle:
+        for item in items:
+            item["references"] = [item["target"]]
     return items
 
 

@@ -8,10 +8,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_omnitransfer.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_omnitransfer", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return _load("bench_omnitransfer")
 
 
 def test_bench_runs_on_the_tiny_preset(capsys):
