@@ -61,11 +61,13 @@ stage to t in [600, 1000] (Timestep-Constrained One-Shot Video Motion Customizat
 HELD_OUT = ("orbit", "zigzag", "figure8", "bounce", "spiral", "accelerate-stop", "two-objects")
 
 
-def references(n: int, same_appearance: bool = False) -> list[dict]:
+def references(n: int, same_appearance: bool = False, clip_prompt: str = "caption") -> list[dict]:
     """``n`` held-out reference scenes and their targets (cycling over the held-out motions).
 
     ``same_appearance``: every target is the reference's own look (the prompt is the clip's caption). This
-    asks whether a method learns the reference's motion at all, apart from carrying it over to a new look."""
+    asks whether a method learns the reference's motion at all, apart from carrying it over to a new look.
+    ``clip_prompt``: ``"caption"`` trains on the clip's appearance caption; ``"empty"`` on the empty prompt, so
+    the adapters are not keyed to the words of the old look."""
     from effivmt.data.world import COLORS, SHAPES, caption, restyle, sample_scene
 
     colors = list(COLORS)
@@ -90,7 +92,7 @@ def references(n: int, same_appearance: bool = False) -> list[dict]:
                 "name": f"{i:02d}-{motion}",
                 "scene": scene,
                 "target": target,
-                "clip_prompt": caption(scene, with_motion=False),
+                "clip_prompt": caption(scene, with_motion=False) if clip_prompt == "caption" else "",
                 "prompt": caption(target, with_motion=False),
             }
         )
@@ -257,6 +259,9 @@ def main() -> None:
     parser.add_argument(
         "--same-appearance", action="store_true", help="target prompt = the clip's own caption (does the motion fit?)"
     )
+    parser.add_argument(
+        "--clip-prompt", choices=("caption", "empty"), default="caption", help="what the clip is trained with"
+    )
     args, extra = parser.parse_known_args()
     info = setup(args)
     extra = [a for a in extra if a != "--"]
@@ -265,7 +270,7 @@ def main() -> None:
     from effivmt.data.video import read_video, write_video
     from effivmt.data.world import render, time_reversed
 
-    refs = references(args.clips, args.same_appearance)
+    refs = references(args.clips, args.same_appearance, args.clip_prompt)
     (args.out / "clips").mkdir(parents=True, exist_ok=True)
     rows: dict[str, list[dict]] = {m: [] for m in args.methods}
     for ref in refs:
@@ -314,6 +319,7 @@ def main() -> None:
         "per_clip": rows,
         "reversal": reversal,
         "same_appearance": args.same_appearance,
+        "clip_prompt": args.clip_prompt,
         "extra_args": extra,
         **info,
     }

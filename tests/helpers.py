@@ -81,3 +81,17 @@ def vae_stages_done(out, monkeypatch) -> None:
         monkeypatch.setattr(pretrain, stage, lambda *a: None)
     for name in ("vae", "vae-clips", "cache"):
         pretrain._mark(out, name)
+
+
+def load_bench(name: str):
+    """A script of ``bench/`` as a module (the scripts are not a package; they import their ``common``)."""
+    import importlib.util
+    import sys
+
+    folder = Path(__file__).resolve().parents[1] / "bench"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,14 +1,10 @@
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_omnitransfer.py"
+from helpers import load_bench
 
 
 def _bench():
-    return _load("bench_omnitransfer")
+    return load_bench("bench_omnitransfer")
 
 
 def test_bench_runs_on_the_tiny_preset(capsys):
@@ -43,19 +39,9 @@ def test_joint_baseline_embeds_each_distinct_timestep_once(pipe, branch_inputs):
     assert rows == [4]  # old: 2 items x (12 + 12 + 12) tokens = 72
 
 
-def _load(name: str):
-    import sys
-
-    sys.path.insert(0, str(BENCH.parent))  # the bench scripts import their `common`
-    spec = importlib.util.spec_from_file_location(name, BENCH.parent / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_heldout_bench_compares_each_variant_with_no_reference_row_by_row():
     """The headline figure is a paired difference: row by row, so a hard row counts against both variants."""
-    bench = _load("omnitransfer_heldout")
+    bench = load_bench("omnitransfer_heldout")
     rows = lambda scores: [  # noqa: E731
         {"name": f"{i}", "task": task, "score": s} for i, (task, s) in enumerate(scores)
     ]

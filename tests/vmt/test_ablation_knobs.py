@@ -68,3 +68,18 @@ def test_without_the_split_every_head_trains_in_both_stages(tmp_path, split):
         assert _trained_heads(out, "temporal") == every - spatial_heads
     else:
         assert _trained_heads(out, "spatial") == every == _trained_heads(out, "temporal")
+
+
+def test_motion_bench_can_train_on_the_empty_prompt_and_never_reuses_caption_runs(tmp_path):
+    """``--clip-prompt empty``: the same references and targets, only the training prompt differs, and a run
+    folder finished with the caption is not taken for one trained on the empty prompt (its key differs)."""
+    from helpers import load_bench
+
+    bench = load_bench("micro_motion_bench")
+    captioned, empty = bench.references(3), bench.references(3, clip_prompt="empty")
+    assert [r["clip_prompt"] for r in empty] == ["", "", ""]
+    assert all(r["clip_prompt"].startswith("a ") for r in captioned)
+    assert [r["prompt"] for r in empty] == [r["prompt"] for r in captioned]
+    assert [r["target"] for r in empty] == [r["target"] for r in captioned]
+    key = lambda ref: bench._digest("full", [], ref["clip_prompt"], ref["prompt"], [], "clip")  # noqa: E731
+    assert key(empty[0]) != key(captioned[0])
