@@ -163,6 +163,7 @@ def main() -> None:
     _versus(results, args.versus)
     if args.save:
         _save(args.save, samples, [meta_rows[i]["name"] for i in picked])
+        _save_paths(args.save, samples, [meta_rows[i] for i in picked])
     print(
         json.dumps(
             {
@@ -264,6 +265,49 @@ def _save(folder: Path, samples: dict[str, list[np.ndarray]], names: list[str]) 
         lines.append(np.concatenate(parts[:-1], axis=1))
     sheet = np.concatenate(lines, axis=0)
     Image.fromarray(sheet).resize((sheet.shape[1] * 2, sheet.shape[0] * 2), Image.NEAREST).save(folder / "sheet.png")
+
+
+#: Path colours of ``paths.png``: the target's path, then each variant's in ``--variant`` order.
+PATH_COLORS = ("white", "#ff3b30", "#0a84ff", "#ffcc00", "#34c759", "#af52de")
+
+
+def _save_paths(folder: Path, samples: dict[str, list[np.ndarray]], metas: list[dict], scale: int = 4) -> None:
+    """``paths.png``: one panel per motion row, the target's first frame (dimmed) with the target's path (white, the
+    reference's motion) and each variant's path as read from its pixels (the ``path`` score's input), with a legend.
+    Strips of three frames hide a path that returns to its start (orbits, figure-8s); these lines do not."""
+    from PIL import Image, ImageDraw
+
+    from effivmt.metrics.world import read_clip
+
+    variants = [k for k in samples if k != "reference"]
+    panels = []
+    for i, meta in enumerate(metas):
+        if "motion" not in meta["task"]:
+            continue
+        first = samples[variants[0]][i][0].astype(np.float32) * 0.45
+        panel = Image.fromarray(first.astype(np.uint8)).resize((first.shape[1] * scale,) * 2, Image.NEAREST)
+        draw = ImageDraw.Draw(panel)
+        paths = [np.asarray(meta["meta"]["target_path"])] + [read_clip(samples[k][i]).path for k in variants]
+        for path, color in zip(paths, PATH_COLORS):
+            points = [(float(x) * scale, float(y) * scale) for x, y in path if np.isfinite(x) and np.isfinite(y)]
+            if len(points) > 1:
+                draw.line(points, fill=color, width=3)
+                draw.ellipse([points[0][0] - 4, points[0][1] - 4, points[0][0] + 4, points[0][1] + 4], fill=color)
+        draw.text((4, 4), meta["name"], fill="white")
+        panels.append(np.asarray(panel))
+    if not panels:
+        return
+    legend = Image.new("RGB", (panels[0].shape[1] * len(panels), 18), "black")
+    draw = ImageDraw.Draw(legend)
+    for k, (name, color) in enumerate(zip(["target (reference's motion)", *variants], PATH_COLORS)):
+        draw.text((4 + 150 * k, 3), name, fill=color)
+    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
+    row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
+    width = max(row.shape[1], legend.width)
+    canvas = Image.new("RGB", (width, row.shape[0] + legend.height), "black")
+    canvas.paste(Image.fromarray(row), (0, 0))
+    canvas.paste(legend, (0, row.shape[0]))
+    canvas.save(folder / "paths.png")
 
 
 if __name__ == "__main__":

@@ -55,3 +55,31 @@ def test_heldout_bench_compares_each_variant_with_no_reference_row_by_row():
     assert versus["id"][0] == pytest.approx(-0.1) and versus["all"][0] == pytest.approx(1 / 30)
     assert "versus" not in results["no-reference"]
     bench._versus(results, "absent")  # a base that did not run adds nothing
+
+
+def test_heldout_bench_draws_each_motion_rows_paths(tmp_path):
+    """``paths.png``: one panel per motion row (other tasks have no path), the target's path in white and each
+    variant's path, read from its pixels, in its own colour; a clip that follows the target draws its line where
+    the target's is."""
+    import numpy as np
+    from PIL import Image
+
+    from effivmt.data.world import render, sample_scene
+
+    bench = load_bench("omnitransfer_heldout")
+    clip = render(sample_scene(3, motion="orbit"), 33, 64, 64)
+    frames = clip.frames.numpy()
+    metas = [
+        {"name": "0000-motion", "task": "motion", "meta": {"target_path": clip.tracks[0].tolist()}},
+        {"name": "0001-camera", "task": "camera", "meta": {}},
+    ]
+    samples = {"copy": [frames, frames], "reference": [frames, frames]}
+    bench._save_paths(tmp_path, samples, metas)
+    image = np.asarray(Image.open(tmp_path / "paths.png").convert("RGB")).astype(int)
+    assert image.shape[1] == 64 * 4  # one panel: the camera row has none
+    red = (image[..., 0] > 200) & (image[..., 1] < 90) & (image[..., 2] < 90)
+    white = (image > 240).all(-1)
+    assert red[: 64 * 4].sum() > 100 and white[: 64 * 4].sum() > 100
+    x, y = clip.tracks[0, 16].tolist()  # mid-path: the copy's line lies on (or under) the target's
+    near = (slice(int(y * 4) - 6, int(y * 4) + 7), slice(int(x * 4) - 6, int(x * 4) + 7))
+    assert (red[near] | white[near]).any()
