@@ -53,24 +53,25 @@ def bootstrap(values: np.ndarray, seed: int = 0, n: int = 2000) -> list[float]:
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_common_args(parser)
-    add_world_clip_args(parser, clips=32)
-    args = parser.parse_args()
-    info = setup(args)
-
+def word_use(pipe, scenes: list, x0: torch.Tensor, sigmas: list[float], groups: tuple[str, ...] = GROUPS) -> dict:
+    """Per noise level: the DiT's mean flow loss under the true captions, and for each word group the loss increase
+    when that group is swapped (mean over clips and its bootstrap 95% interval). One noise draw per level, shared by
+    every caption."""
     from effivmt.data.world import caption
+    from effivmt.pretrain.dit import MAX_SEQUENCE_LENGTH
 
-    pipe, scenes, x0 = encoded_world_clips(args)
     transformer = pipe.transformer
     rng = random.Random(0)
     captions = {"true": [caption(s) for s in scenes]}
-    captions.update({g: [caption(swapped(s, g, rng)) for s in scenes] for g in GROUPS})
+    captions.update({g: [caption(swapped(s, g, rng)) for s in scenes] for g in groups})
+    rows = {}
     with torch.no_grad():
-        embeds = {k: pipe.encode_prompt(v, do_classifier_free_guidance=False)[0] for k, v in captions.items()}
-        rows = {}
-        for sigma in args.sigmas:
+        # padded to 512 tokens, as in pretraining and in WanPipeline.__call__ (encode_prompt defaults to 226)
+        embeds = {
+            k: pipe.encode_prompt(v, do_classifier_free_guidance=False, max_sequence_length=MAX_SEQUENCE_LENGTH)[0]
+            for k, v in captions.items()
+        }
+        for sigma in sigmas:
             noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)).to(x0)
             xt = (1 - sigma) * x0 + sigma * noise
             t = torch.full((len(scenes),), sigma * 1000, device=x0.device)
@@ -80,10 +81,22 @@ def main() -> None:
                 for k, e in embeds.items()
             }
             rows[str(sigma)] = {"true": float(loss["true"].mean())}
-            for g in GROUPS:
+            for g in groups:
                 diff = loss[g] - loss["true"]
                 rows[str(sigma)][g] = {"increase": float(diff.mean()), "ci95": bootstrap(diff)}
-            log(f"sigma {sigma}: " + ", ".join(f"{g} +{rows[str(sigma)][g]['increase']:.4f}" for g in GROUPS))
+            log(f"sigma {sigma}: " + ", ".join(f"{g} +{rows[str(sigma)][g]['increase']:.4f}" for g in groups))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_common_args(parser)
+    add_world_clip_args(parser, clips=32)
+    args = parser.parse_args()
+    info = setup(args)
+
+    pipe, scenes, x0 = encoded_world_clips(args)
+    rows = word_use(pipe, scenes, x0, args.sigmas)
     result = {"bench": "micro_word_use", "model": str(args.model), "clips": args.clips, **info, "sigmas": rows}
     print(json.dumps(result))
 

@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from torch.utils.data import IterableDataset
 
-from effivmt.data.world import caption, sample_scene
+from effivmt.data.world import Scene, caption, sample_scene
 from effivmt.pretrain import text_padding
 from effivmt.training.flow import add_noise, denoising_loss, sample_sigmas, timesteps_from_sigmas, velocity_target
 
@@ -103,11 +103,15 @@ class TextToVideoPretrainModule(L.LightningModule):
         if object_weight != 1.0:
             self.register_buffer("object_masks", object_masks, persistent=False)
 
+    def scene(self, i: int) -> Scene:
+        """The world scene of cached clip ``i``, from which its captions are made (a pretraining scene of its seed)."""
+        return sample_scene(self.scene_seeds[i])
+
     def prompts_for(self, indices: list[int], g: torch.Generator) -> list[str]:
         out = []
         for i in indices:
             r = float(torch.rand((), generator=g))
-            scene = sample_scene(self.scene_seeds[i])
+            scene = self.scene(i)
             if r < self.p_empty:
                 out.append("")
             else:
@@ -126,10 +130,7 @@ class TextToVideoPretrainModule(L.LightningModule):
             weight = None if weight is None else weight[:, :, :1]
         prompts = self.prompts_for(idx.tolist(), g)
         if image_batch:  # a still image has no motion to caption
-            prompts = [
-                p if not p else caption(sample_scene(self.scene_seeds[i]), with_motion=False)
-                for p, i in zip(prompts, idx.tolist())
-            ]
+            prompts = [p if not p else caption(self.scene(i), with_motion=False) for p, i in zip(prompts, idx.tolist())]
         self.log("dit/image_batch", float(image_batch), on_step=True)
         return idx, x0, weight, prompts
 
