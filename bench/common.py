@@ -93,6 +93,7 @@ def encoded_world_clips(args: argparse.Namespace) -> tuple[Any, list, torch.Tens
     sees them."""
     from diffusers import WanPipeline
 
+    from effivmt.backbone.encode import vae_encode
     from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE
     from effivmt.backbone.wan import resolve_model_path
     from effivmt.data.world import render, sample_scene
@@ -103,12 +104,7 @@ def encoded_world_clips(args: argparse.Namespace) -> tuple[Any, list, torch.Tens
     scenes = [sample_scene(args.seed + i, motion="linear") for i in range(args.clips)]
     video = torch.stack([render(s, MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE).frames for s in scenes])  # (B, F, H, W, 3)
     video = video.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1).to(args.device)
-    z = vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(video)
-    std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(video)
-    with torch.no_grad():
-        x0 = (torch.cat([vae.encode(v[None]).latent_dist.mode() for v in video]) - mean) / std
-    return pipe, scenes, x0
+    return pipe, scenes, torch.cat([vae_encode(vae, v[None]) for v in video])
 
 
 def _cpu_name() -> str:

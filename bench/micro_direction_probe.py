@@ -74,20 +74,17 @@ def render_clip(scene, trail: bool = False) -> torch.Tensor:
 
 def encode_lines(vae, seeds: list[int], trail: bool) -> tuple[list, torch.Tensor, torch.Tensor]:
     """The straight-line scenes of ``seeds``, their latents normalised as the DiT sees them, and their object masks."""
+    from effivmt.backbone.encode import vae_encode
     from effivmt.data.world import sample_scene
     from effivmt.training.object_mask import latent_object_mask
 
     scenes = [sample_scene(s, motion="linear") for s in seeds]
-    z = vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(vae.device)
-    std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(vae.device)
     latents, masks = [], []
-    with torch.no_grad():
-        for i in range(0, len(scenes), 16):
-            video = torch.stack([render_clip(s, trail) for s in scenes[i : i + 16]])
-            video = (video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1).to(vae.device)
-            latents.append((vae.encode(video).latent_dist.mode() - mean) / std)
-            masks.append(latent_object_mask(video))
+    for i in range(0, len(scenes), 16):
+        video = torch.stack([render_clip(s, trail) for s in scenes[i : i + 16]])
+        video = (video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1).to(vae.device)
+        latents.append(vae_encode(vae, video))
+        masks.append(latent_object_mask(video))
     return scenes, torch.cat(latents), torch.cat(masks)
 
 
