@@ -11,8 +11,9 @@ straight-line clips of the world only (every caption names a direction), and sco
   motion crosses 2.4-4.8 tokens in a clip instead of 1.2-2.4 (the UMT5 stays warm);
 * ``--trail``: every clip drawn with a comet tail behind the object (7 fading discs over 14 px, against the motion),
   a cue of the direction in every single frame, as motion blur and facing give it in real video; without it a
-  frame of a line moving left looks like one of a line moving right. The packaged VAE, trained without tails, does
-  not carry them into its latents (docs/micro-wan.md): give ``--model`` a folder whose VAE was.
+  frame of a line moving left looks like one of a line moving right. The packaged VAE's encoder carries the tail
+  into the latents (behind the object in every latent frame); its decoder, trained without tails, does not draw it
+  (docs/micro-wan.md), so samples show no tail.
 
 One JSON line on stdout (training wall time; per noise level the loss increase when the direction or colour words are
 swapped, with bootstrap 95% intervals); ``--out DIR`` also writes the trained ``WanPipeline`` folder, which
