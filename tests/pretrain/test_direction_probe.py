@@ -26,7 +26,29 @@ def test_the_trail_lies_behind_the_object_and_only_with_trail():
     assert np.array_equal(plain[16, int(path[16, 1]), int(path[16, 0])], trail[16, int(path[16, 1]), int(path[16, 0])])
 
 
-def test_the_probe_trains_on_captions_with_directions_and_reports_word_use(capsys, tmp_path):
+def test_a_module_that_overrides_scene_captions_its_clips_from_it():
+    """``TextToVideoPretrainModule.scene`` is where captions come from: the probe's straight-line subclass relies on
+    it (seed 12 is not a straight line in the pretraining draw)."""
+    import torch
+
+    from effivmt.backbone.micro import build_micro_components
+    from effivmt.data.world import caption, parse_caption
+    from effivmt.pretrain.dit import TextToVideoPretrainModule
+
+    class StraightLines(TextToVideoPretrainModule):
+        def scene(self, i):
+            return sample_scene(self.scene_seeds[i], motion="linear")
+
+    parts = build_micro_components(0)
+    args = (parts["transformer"], parts["text_encoder"], parts["tokenizer"], torch.zeros(1, 16, 9, 8, 8), [12])
+    kwargs = dict(p_empty=0.0, p_appearance=0.0)
+    assert sample_scene(12).motion != "linear"
+    g = torch.Generator().manual_seed(0)
+    assert StraightLines(*args, **kwargs).prompts_for([0], g) == [caption(sample_scene(12, motion="linear"))]
+    assert parse_caption(TextToVideoPretrainModule(*args, **kwargs).prompts_for([0], g)[0]).direction is None
+
+
+def test_the_probe_reports_word_use_on_one_line_and_writes_its_model(capsys, tmp_path):
     probe = load_bench("micro_direction_probe")
     argv = ["--clips", "4", "--steps", "2", "--batch-size", "2", "--eval-clips", "3", "--sigmas", "0.8"]
     result = probe.main([*argv, "--trail", "--threads", "0", "--out", str(tmp_path / "model")])
