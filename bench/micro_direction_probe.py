@@ -9,11 +9,13 @@ straight-line clips of the world only (every caption names a direction), and sco
   ``effivmt pretrain``'s DiT stages (object-weighted flow loss, EMA weights);
 * ``--from-scratch --patch 1``: a new DiT with patch ``(1, 1, 1)``, one token per latent pixel, so that a straight
   motion crosses 2.4-4.8 tokens in a clip instead of 1.2-2.4 (the UMT5 stays warm);
-* ``--trail``: every clip drawn with a comet tail behind the object (7 fading discs over 14 px, against the motion),
-  a cue of the direction in every single frame, as motion blur and facing give it in real video; without it a
-  frame of a line moving left looks like one of a line moving right. The packaged VAE's encoder carries the tail
-  into the latents (behind the object in every latent frame); its decoder, trained without tails, does not draw it
-  (docs/micro-wan.md), so samples show no tail.
+* ``--trail``: every clip drawn with a comet tail behind the object (``effivmt.data.world.render(trail=True)``: 7
+  fading discs over 14 px, against the motion), a cue of the direction in every single frame, as motion blur and
+  facing give it in real video; without it a frame of a line moving left looks like one of a line moving right.
+  The packaged VAE's encoder carries the tail into the latents (behind the object in every latent frame); its
+  decoder, trained without tails, does not draw it (docs/micro-wan.md), so samples show no tail;
+* ``--motions pretrain``: the whole pretraining draw (lines and standing still) instead of lines only, with
+  ``--p-image`` and ``--p-appearance`` as pretraining has them, to keep what the model could do besides lines.
 
 One JSON line on stdout (training wall time; per noise level the loss increase when the direction or colour words are
 swapped, with bootstrap 95% intervals); ``--out DIR`` also writes the trained ``WanPipeline`` folder, which
@@ -36,53 +38,34 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_common_args, log, setup  # noqa: E402
 from micro_word_use import word_use  # noqa: E402
 
-TRAIL_PX = 14.0
-TRAIL_DISCS = 7
 
-
-def render_clip(scene, trail: bool = False) -> torch.Tensor:
-    """``uint8`` ``(F, H, W, 3)`` of a straight-line ``scene`` at the micro size; ``trail`` draws the comet tail
-    under the object (discs of 0.7 the object's size, opacity falling from 0.53 to 0.08 along the tail)."""
-    from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE
-    from effivmt.data.world import COLORS, DIRECTIONS, SIZE, render, shape_coverage
-
-    clip = render(scene, MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE)
-    if not trail:
-        return clip.frames
-    path = clip.tracks[0].numpy().astype(np.float64)
-    back = -np.asarray(DIRECTIONS[scene.direction])
-    yy, xx = np.mgrid[0:MICRO_SIZE, 0:MICRO_SIZE].astype(np.float64)
-    image = np.empty((MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE, 3))
-    image[:] = COLORS[scene.background]
-    color = np.asarray(COLORS[scene.objects[0].color], dtype=np.float64)
-    for f in range(MICRO_FRAMES):
-        for k in range(TRAIL_DISCS, 0, -1):  # far end first, so nearer discs cover it
-            centre = path[f] + back * TRAIL_PX * k / TRAIL_DISCS
-            cover = shape_coverage("circle", xx - centre[0], yy - centre[1], SIZE * 0.7)[..., None]
-            a = 0.6 * (1 - k / (TRAIL_DISCS + 1)) * cover
-            image[f] = image[f] * (1 - a) + color * a
-        a = shape_coverage(scene.objects[0].shape, xx - path[f, 0], yy - path[f, 1], SIZE)[..., None]
-        image[f] = image[f] * (1 - a) + color * a
-    return torch.from_numpy(np.round(image).clip(0, 255).astype(np.uint8))
-
-
-def encode_lines(vae, seeds: list[int], trail: bool) -> tuple[list, torch.Tensor, torch.Tensor]:
-    """The straight-line scenes of ``seeds``, their latents normalised as the DiT sees them, and their object masks."""
-    from effivmt.backbone.encode import vae_encode
+def draw_scene(seed: int, motions: str):
+    """A straight line of the world (``"lines"``) or the pretraining draw's scene of ``seed`` (``"pretrain"``)."""
     from effivmt.data.world import sample_scene
+
+    return sample_scene(seed, motion="linear") if motions == "lines" else sample_scene(seed)
+
+
+def encode_clips(vae, seeds: list[int], trail: bool, motions: str = "lines") -> tuple[list, torch.Tensor, torch.Tensor]:
+    """The scenes of ``seeds`` (straight lines, or the pretraining draw with ``motions="pretrain"``), their latents
+    normalised as the DiT sees them, and their object masks."""
+    from effivmt.backbone.encode import vae_encode
+    from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE
+    from effivmt.data.world import render
     from effivmt.training.object_mask import latent_object_mask
 
-    scenes = [sample_scene(s, motion="linear") for s in seeds]
+    scenes = [draw_scene(s, motions) for s in seeds]
     latents, masks = [], []
     for i in range(0, len(scenes), 16):
-        video = torch.stack([render_clip(s, trail) for s in scenes[i : i + 16]])
+        video = torch.stack(
+            [render(s, MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE, trail=trail).frames for s in scenes[i : i + 16]]
+        )
         video = (video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1).to(vae.device)
         latents.append(vae_encode(vae, video))
         masks.append(latent_object_mask(video))
@@ -96,7 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--from-scratch", action="store_true", help="a new DiT instead of --model's")
     parser.add_argument("--patch", type=int, default=2, choices=[1, 2], help="spatial patch of a new DiT")
     parser.add_argument("--trail", action="store_true", help="draw a comet tail behind each object")
-    parser.add_argument("--clips", type=int, default=800, help="straight-line training clips (encoded once)")
+    parser.add_argument("--motions", default="lines", choices=["lines", "pretrain"], help="training clips' motions")
+    parser.add_argument("--clips", type=int, default=800, help="training clips (encoded once)")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -121,25 +105,24 @@ def main(argv: list[str] | None = None) -> dict:
 
     from effivmt.backbone.micro import MICRO_T2V
     from effivmt.backbone.wan import resolve_model_path
-    from effivmt.data.world import sample_scene
     from effivmt.pretrain.dit import Steps, TextToVideoPretrainModule
     from effivmt.pretrain.run import dit_ema
 
-    class StraightLines(TextToVideoPretrainModule):
+    class ProbeClips(TextToVideoPretrainModule):
         def scene(self, i: int):
-            return sample_scene(self.scene_seeds[i], motion="linear")
+            return draw_scene(self.scene_seeds[i], args.motions)
 
     pipe = WanPipeline.from_pretrained(str(resolve_model_path(args.model))).to(args.device)
     vae = pipe.vae.eval()
     train_seeds = [20_000_000 + args.seed * 100_000 + i for i in range(args.clips)]
     t0 = time.perf_counter()
-    _, x0, masks = encode_lines(vae, train_seeds, args.trail)
+    _, x0, masks = encode_clips(vae, train_seeds, args.trail, args.motions)
     log(f"encoded {args.clips} clips in {time.perf_counter() - t0:.0f} s")
     if args.from_scratch:
         torch.manual_seed(args.seed)
         config = {**MICRO_T2V, "patch_size": (1, args.patch, args.patch)}
         pipe.transformer = WanTransformer3DModel(**config).to(args.device)
-    module = StraightLines(
+    module = ProbeClips(
         pipe.transformer.train(),
         pipe.text_encoder.train(),
         pipe.tokenizer,
@@ -176,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     pipe.transformer.eval()
     pipe.text_encoder.eval()
     eval_seeds = [30_000_000 + i for i in range(args.eval_clips)]
-    scenes, eval_x0, _ = encode_lines(vae, eval_seeds, args.trail)
+    scenes, eval_x0, _ = encode_clips(vae, eval_seeds, args.trail)
     rows = word_use(pipe, scenes, eval_x0, args.sigmas, groups=("direction", "color"))
     if args.out is not None:
         from effivmt.io import atomic_dir

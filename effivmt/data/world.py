@@ -285,8 +285,14 @@ class WorldClip:
     scene: Scene
 
 
-def render(scene: Scene, num_frames: int = 33, height: int = 64, width: int = 64) -> WorldClip:
-    """Draw ``scene`` (deterministic); ``scene.reversed`` plays the same path backwards."""
+def render(scene: Scene, num_frames: int = 33, height: int = 64, width: int = 64, *, trail: bool = False) -> WorldClip:
+    """Draw ``scene`` (deterministic); ``scene.reversed`` plays the same path backwards.
+
+    ``trail`` draws a comet tail behind every moving object (:func:`_draw_trail`): a cue of the direction of motion
+    inside every single frame, as motion blur and facing give it in real video. Without it a frame of a circle moving
+    left looks like one of a circle moving right, and the micro DiT did not learn its direction words in 38,000 steps;
+    with it, it did (docs/micro-wan.md, "Teaching the direction words").
+    """
     t = np.arange(num_frames, dtype=np.float64)
     paths = np.stack([_path(scene, k, t, width, height) for k in range(len(scene.objects))])
     if scene.reversed:
@@ -298,10 +304,35 @@ def render(scene: Scene, num_frames: int = 33, height: int = 64, width: int = 64
     for k, obj in enumerate(scene.objects):
         color = np.array(COLORS[obj.color], dtype=np.float64)
         for f in range(num_frames):
+            if trail:
+                _draw_trail(image[f], paths[k], f, color, size, xx, yy)
             a = shape_coverage(obj.shape, xx - paths[k, f, 0], yy - paths[k, f, 1], size)[..., None]
             image[f] = image[f] * (1 - a) + color * a
     frames = torch.from_numpy(np.round(image).clip(0, 255).astype(np.uint8))
     return WorldClip(frames, torch.from_numpy(paths).float(), scene)
+
+
+TRAIL_LENGTH = 14.0
+"""Length of the comet tail at 64x64 pixels (scaled with the frame size), whatever the speed."""
+TRAIL_DISCS = 7
+
+
+def _draw_trail(
+    image: np.ndarray, path: np.ndarray, f: int, color: np.ndarray, size: float, xx: np.ndarray, yy: np.ndarray
+) -> None:
+    """Blend the comet tail of frame ``f`` into ``image`` (in place): ``TRAIL_DISCS`` circles of 0.7 the object's size
+    spaced over ``TRAIL_LENGTH`` against the local direction of motion (the path's central difference), opacity
+    falling from 0.53 next to the object to 0.08 at the far end. An object that does not move has no tail."""
+    velocity = np.gradient(path, axis=0)[f]
+    speed = float(np.hypot(*velocity))
+    if speed < 1e-6:
+        return
+    back = -velocity / speed
+    length = TRAIL_LENGTH * size / SIZE
+    for k in range(TRAIL_DISCS, 0, -1):  # far end first, so nearer discs cover it
+        centre = path[f] + back * length * k / TRAIL_DISCS
+        a = 0.6 * (1 - k / (TRAIL_DISCS + 1)) * shape_coverage("circle", xx - centre[0], yy - centre[1], size * 0.7)
+        image[...] = image * (1 - a[..., None]) + color * a[..., None]
 
 
 def time_reversed(scene: Scene) -> Scene:

@@ -115,7 +115,7 @@ def train_vae(out: Path, steps: int, batch_size: int, seed: int) -> None:
     module = VaePretrainModule(vae, max_steps=steps)
     resume = _last(out, "vae")
     start = torch.load(resume, map_location="cpu", weights_only=False)["global_step"] if resume else 0
-    windows = WorldWindows(9, MICRO_SIZE, MICRO_FRAMES, batch_size, seed, start, p_image=0.5)
+    windows = WorldWindows(9, MICRO_SIZE, MICRO_FRAMES, batch_size, seed, start, p_image=0.5, trail=world_trail(out))
     data = torch.utils.data.DataLoader(windows, batch_size=None)
     _trainer(out, "vae", steps, 100, [clock]).fit(module, data, ckpt_path=resume)
     with atomic_dir(out / "vae" / "model") as tmp:
@@ -141,7 +141,7 @@ def train_vae_clips(out: Path, steps: int, batch_size: int, seed: int) -> None:
     module = VaePretrainModule(vae, lr=2e-4, max_steps=steps, teacher_steps=steps // 3, teacher_weight=1.0)
     resume = _last(out, "vae-clips")
     start = torch.load(resume, map_location="cpu", weights_only=False)["global_step"] if resume else 0
-    windows = WorldWindows(MICRO_FRAMES, MICRO_SIZE, MICRO_FRAMES, batch_size, seed + 1, start)
+    windows = WorldWindows(MICRO_FRAMES, MICRO_SIZE, MICRO_FRAMES, batch_size, seed + 1, start, trail=world_trail(out))
     data = torch.utils.data.DataLoader(windows, batch_size=None)
     _trainer(out, "vae-clips", steps, 50, [clock]).fit(module, data, ckpt_path=resume)
     with atomic_dir(out / "vae-clips" / "model") as tmp:
@@ -165,8 +165,9 @@ def train_vae_decoder(out: Path, steps: int, batch_size: int, seed: int) -> None
     clock = StageClock()
     stats = load_file(str(out / "cache" / "latents.safetensors"))
     vae = AutoencoderKLWan.from_pretrained(str(out / "vae-clips" / "model")).train()
+    seeds = stats["seeds"].tolist()
     module = DecoderPretrainModule(
-        vae, stats["raw"], stats["seeds"].tolist(), batch_size=batch_size, max_steps=steps, seed=seed
+        vae, stats["raw"], seeds, batch_size=batch_size, max_steps=steps, seed=seed, trail=world_trail(out)
     )
     data = torch.utils.data.DataLoader(Steps(), batch_size=None)
     _trainer(out, "vae-decoder", steps, 100, [clock]).fit(module, data, ckpt_path=_last(out, "vae-decoder"))
@@ -190,9 +191,33 @@ def final_vae(out: Path):
     return stage, vae
 
 
-def _rendered(seeds: list[int]) -> torch.Tensor:
+WORLD_FILE = "world.json"
+"""How a run folder's clips are drawn (``{"trail": bool}``); every stage that renders clips reads it."""
+
+
+def world_trail(out: Path) -> bool:
+    """Whether ``out``'s clips have comet tails (a folder from before ``world.json`` was rendered without)."""
+    path = out / WORLD_FILE
+    return bool(json.loads(path.read_text())["trail"]) if path.is_file() else False
+
+
+def record_world(out: Path, trail: bool) -> None:
+    """Write ``out/world.json``, or refuse a call whose world differs from the one ``out``'s stages were made in:
+    a VAE, a latent cache and a DiT trained on tail-less clips must not be resumed or extended on tailed ones."""
+    started = (out / WORLD_FILE).is_file() or any((out / n).is_dir() for n in ("vae", "cache", "dit"))
+    if started and world_trail(out) != trail:
+        raise ConfigError(
+            f"{out} holds a run whose clips were drawn with trail={world_trail(out)}, not trail={trail}",
+            "give another --out to pretrain in that world, or drop --trail to continue this run",
+        )
+    write_json_atomic(out / WORLD_FILE, {"trail": trail})
+
+
+def _rendered(seeds: list[int], trail: bool = False) -> torch.Tensor:
     """The pretraining clips of ``seeds`` as the VAE takes them: ``(B, 3, F, H, W)`` in [-1, 1]."""
-    video = torch.stack([render(sample_scene(s), MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE).frames for s in seeds])
+    video = torch.stack(
+        [render(sample_scene(s), MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE, trail=trail).frames for s in seeds]
+    )
     return video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1
 
 
@@ -208,7 +233,7 @@ def cache_latents(out: Path, clips: int, seed: int) -> None:
     seeds = [seed * 100_000 + i for i in range(clips)]
     chunks = []
     for start in tqdm(range(0, clips, 16), desc="cache latents", unit="x16 clips"):
-        chunks.append(vae.encode(_rendered(seeds[start : start + 16])).latent_dist.mode())
+        chunks.append(vae.encode(_rendered(seeds[start : start + 16], world_trail(out))).latent_dist.mode())
     raw = torch.cat(chunks)
     mean = raw.mean(dim=(0, 2, 3, 4))
     std = raw.std(dim=(0, 2, 3, 4))
@@ -232,7 +257,9 @@ def rendered_clip_cache(
         stored = load_file(str(path))
         if all(k in stored and torch.equal(stored[k], v) for k, v in made_from.items()):
             return {k: v for k, v in stored.items() if k not in made_from}
-    parts = [compute(_rendered(seeds[i : i + 16])) for i in tqdm(range(0, len(seeds), 16), desc=name, unit="x16 clips")]
+    trail = world_trail(out)
+    batches = tqdm(range(0, len(seeds), 16), desc=name, unit="x16 clips")
+    parts = [compute(_rendered(seeds[i : i + 16], trail)) for i in batches]
     tensors = {k: torch.cat([part[k] for part in parts]).contiguous() for k in parts[0]}
     with atomic_path(path) as tmp:
         save_file({**tensors, **made_from}, str(tmp))
@@ -478,6 +505,7 @@ def pretrain_micro(
     i2v_steps: int = 10000,
     snapshot_every: int = 1000,
     seed: int = 0,
+    trail: bool = False,
     threads: int = 0,
     install: bool = False,
 ) -> Path:
@@ -505,6 +533,9 @@ def pretrain_micro(
             weight.
         snapshot_every: write a diffusers folder of the EMA weights every this many DiT steps.
         seed: everything random derives from it.
+        trail: draw every moving object with a comet tail (:func:`effivmt.data.world.render`), a cue of its
+            direction inside each frame. Without it the micro DiT never learned its direction words; with it a warm
+            start learned them (docs/micro-wan.md). Recorded in ``out/world.json``; a run folder keeps its world.
         install: also write the results into the package (``effivmt/assets/micro-wan-t2v`` and ``micro-wan-i2v``,
             bf16 weights), where ``model.path: null`` finds them.
         threads: torch intra-op threads (0: torch's default). On a CPU shared with other work, 1 avoids
@@ -512,6 +543,7 @@ def pretrain_micro(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    record_world(out, trail)
     torch.manual_seed(seed)
     if threads > 0:
         torch.set_num_threads(threads)

@@ -24,7 +24,8 @@ class WorldWindows(IterableDataset):
     """Endless batches of pretraining scenes, ``(B, 3, F, H, W)`` in [-1, 1]; seeded, resumable by batch index.
 
     A share ``p_image`` of the batches are single frames (the VAE's first, image-only chunk); the rest are
-    windows of ``frames`` frames at a random offset.
+    windows of ``frames`` frames at a random offset. ``trail`` draws the world's comet tails
+    (:func:`effivmt.data.world.render`).
     """
 
     def __init__(
@@ -36,9 +37,10 @@ class WorldWindows(IterableDataset):
         seed: int = 0,
         start: int = 0,
         p_image: float = 0.0,
+        trail: bool = False,
     ) -> None:
         self.frames, self.size, self.clip_frames, self.seed, self.start = frames, size, clip_frames, seed, start
-        self.batch_size, self.p_image = batch_size, p_image
+        self.batch_size, self.p_image, self.trail = batch_size, p_image, trail
 
     def __iter__(self):
         i = self.start
@@ -47,9 +49,8 @@ class WorldWindows(IterableDataset):
             frames = 1 if float(torch.rand((), generator=g)) < self.p_image else self.frames
             batch = []
             for k in range(self.batch_size):
-                clip = render(
-                    sample_scene(10_000_000 + i * self.batch_size + k), self.clip_frames, self.size, self.size
-                )
+                scene = sample_scene(10_000_000 + i * self.batch_size + k)
+                clip = render(scene, self.clip_frames, self.size, self.size, trail=self.trail)
                 first = int(torch.randint(0, self.clip_frames - frames + 1, (1,), generator=g))
                 batch.append(clip.frames[first : first + frames].permute(3, 0, 1, 2).float() / 127.5 - 1)
             i += 1
@@ -180,7 +181,8 @@ class DecoderPretrainModule(L.LightningModule):
     becomes. Without memory, latent frame ``k`` decodes the same after latent 0 as after latents ``0..k-1``, so
     a sample is a pair ``(z_0, z_k)`` of a random clip and ``k``: two latent frames to decode instead of nine,
     and more clips per step for the same time. The target is the clip rendered again from its seed (frame 0
-    and frames ``4k-3 .. 4k``; weighted L1 + MSE, as :class:`VaePretrainModule`). Draws come from a generator
+    and frames ``4k-3 .. 4k``, with comet tails when ``trail``, as the cache was rendered; weighted L1 + MSE, as
+    :class:`VaePretrainModule`). Draws come from a generator
     seeded by the step, so a resumed run replays them.
     """
 
@@ -194,9 +196,10 @@ class DecoderPretrainModule(L.LightningModule):
         max_steps: int = 1000,
         object_weight: float = 10.0,
         seed: int = 0,
+        trail: bool = False,
     ) -> None:
         super().__init__()
-        self.vae = vae
+        self.vae, self.trail = vae, trail
         self.register_buffer("latents", latents, persistent=False)
         self.scene_seeds, self.batch_size, self.lr, self.max_steps = scene_seeds, batch_size, lr, max_steps
         self.object_weight, self.seed = object_weight, seed
@@ -214,7 +217,7 @@ class DecoderPretrainModule(L.LightningModule):
         frames = latent_frames * 4 - 3
         targets = []
         for i, k in zip(idx, ks):
-            clip = render(sample_scene(self.scene_seeds[i]), frames, h * 8, w * 8).frames
+            clip = render(sample_scene(self.scene_seeds[i]), frames, h * 8, w * 8, trail=self.trail).frames
             targets.append(torch.cat([clip[:1], clip[4 * k - 3 : 4 * k + 1]]))
         target = torch.stack(targets).permute(0, 4, 1, 2, 3).to(self.latents) / 127.5 - 1
         z = torch.stack([self.latents[i][:, [0, k]] for i, k in zip(idx, ks)])

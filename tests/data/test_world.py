@@ -99,6 +99,42 @@ def test_straight_lines_go_where_the_caption_says():
         assert d[0] * ux + d[1] * uy > 0.95 * np.hypot(*d)
 
 
+def _off_background(frames: np.ndarray, f: int, point, background: str) -> int:
+    x, y = np.round(point).astype(int)
+    return int(np.abs(frames[f, y, x].astype(int) - np.asarray(COLORS[background])).max())
+
+
+def test_the_trail_lies_behind_the_object_and_only_with_trail():
+    scene = sample_scene(11, motion="linear")
+    plain, trail = render(scene).frames.numpy(), render(scene, trail=True).frames.numpy()
+    path = render(scene).tracks[0].numpy()
+    back = -np.asarray(DIRECTIONS[scene.direction])
+    behind, ahead = path[16] + back * 11, path[16] - back * 11  # past the object's rim (8 px), inside the tail (14 px)
+    assert _off_background(plain, 16, behind, scene.background) <= 1
+    assert _off_background(trail, 16, behind, scene.background) > 20
+    assert _off_background(trail, 16, ahead, scene.background) <= 1
+    centre = np.round(path[16]).astype(int)
+    assert np.array_equal(plain[16, centre[1], centre[0]], trail[16, centre[1], centre[0]])  # the object covers it
+
+
+def test_the_trail_follows_a_curved_path_and_reverses_with_it():
+    """Behind means against the local direction of motion: on an orbit the tail trails along the tangent, and the
+    time-reversed clip, moving the other way, has it on the other side."""
+    scene = sample_scene(5, family="held-out", motion="orbit")
+    path = render(scene).tracks[0].numpy()
+    tangent = (path[17] - path[15]) / np.linalg.norm(path[17] - path[15])
+    forward = render(scene, trail=True).frames.numpy()
+    backward = render(time_reversed(scene), trail=True).frames.numpy()  # frame 16 of 33 is the same position
+    assert _off_background(forward, 16, path[16] - tangent * 11, scene.background) > 20
+    assert _off_background(forward, 16, path[16] + tangent * 11, scene.background) <= 1
+    assert _off_background(backward, 16, path[16] + tangent * 11, scene.background) > 20
+
+
+def test_an_object_standing_still_has_no_trail():
+    scene = sample_scene(3, motion="still")
+    assert np.array_equal(render(scene).frames.numpy(), render(scene, trail=True).frames.numpy())
+
+
 def test_path_similarity_ranks_restyled_over_reversed_and_frozen():
     scene = sample_scene(4, motion="orbit")
     ref = read_clip(render(scene).frames).path
