@@ -96,14 +96,13 @@ def encoded_world_clips(args: argparse.Namespace) -> tuple[Any, list, torch.Tens
     from effivmt.backbone.encode import vae_encode
     from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE
     from effivmt.backbone.wan import resolve_model_path
-    from effivmt.data.world import render, sample_scene
+    from effivmt.data.world import sample_scene, world_video
 
     pipe = WanPipeline.from_pretrained(str(resolve_model_path(args.model))).to(args.device)
     vae = pipe.vae.eval()
     pipe.transformer.eval()
     scenes = [sample_scene(args.seed + i, motion="linear") for i in range(args.clips)]
-    video = torch.stack([render(s, MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE).frames for s in scenes])  # (B, F, H, W, 3)
-    video = video.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1).to(args.device)
+    video = world_video(scenes, MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE).to(args.device)
     return pipe, scenes, torch.cat([vae_encode(vae, v[None]) for v in video])
 
 

@@ -57,16 +57,13 @@ def encode_clips(vae, seeds: list[int], trail: bool, motions: str = "lines") -> 
     normalised as the DiT sees them, and their object masks."""
     from effivmt.backbone.encode import vae_encode
     from effivmt.backbone.micro import MICRO_FRAMES, MICRO_SIZE
-    from effivmt.data.world import render
+    from effivmt.data.world import world_video
     from effivmt.training.object_mask import latent_object_mask
 
     scenes = [draw_scene(s, motions) for s in seeds]
     latents, masks = [], []
     for i in range(0, len(scenes), 16):
-        video = torch.stack(
-            [render(s, MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE, trail=trail).frames for s in scenes[i : i + 16]]
-        )
-        video = (video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1).to(vae.device)
+        video = world_video(scenes[i : i + 16], MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE, trail=trail).to(vae.device)
         latents.append(vae_encode(vae, video))
         masks.append(latent_object_mask(video))
     return scenes, torch.cat(latents), torch.cat(masks)

@@ -312,6 +312,12 @@ def render(scene: Scene, num_frames: int = 33, height: int = 64, width: int = 64
     return WorldClip(frames, torch.from_numpy(paths).float(), scene)
 
 
+def world_video(scenes, num_frames: int, height: int, width: int, *, trail: bool = False) -> torch.Tensor:
+    """The clips of ``scenes`` as the Wan VAE takes them: ``float32`` ``(B, 3, F, H, W)`` in [-1, 1]."""
+    frames = torch.stack([render(s, num_frames, height, width, trail=trail).frames for s in scenes])
+    return frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+
+
 TRAIL_LENGTH = 14.0
 """Length of the comet tail at 64x64 pixels (scaled with the frame size), whatever the speed."""
 TRAIL_DISCS = 7

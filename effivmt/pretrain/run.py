@@ -43,7 +43,7 @@ from effivmt.backbone.micro import (
     build_micro_components,
     build_micro_image_encoder,
 )
-from effivmt.data.world import render, sample_scene
+from effivmt.data.world import sample_scene, world_video
 from effivmt.errors import ConfigError
 from effivmt.io import atomic_dir, atomic_path, write_json_atomic
 
@@ -215,10 +215,7 @@ def record_world(out: Path, trail: bool) -> None:
 
 def _rendered(seeds: list[int], trail: bool = False) -> torch.Tensor:
     """The pretraining clips of ``seeds`` as the VAE takes them: ``(B, 3, F, H, W)`` in [-1, 1]."""
-    video = torch.stack(
-        [render(sample_scene(s), MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE, trail=trail).frames for s in seeds]
-    )
-    return video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    return world_video([sample_scene(s) for s in seeds], MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE, trail=trail)
 
 
 @torch.no_grad()
