@@ -14,8 +14,8 @@ straight-line clips of the world only (every caption names a direction), and sco
   facing give it in real video; without it a frame of a line moving left looks like one of a line moving right.
   The packaged VAE's encoder carries the tail into the latents (behind the object in every latent frame); its
   decoder, trained without tails, does not draw it (docs/micro-wan.md), so samples show no tail;
-* ``--motions pretrain``: the whole pretraining draw (lines and standing still) instead of lines only, with
-  ``--p-image`` and ``--p-appearance`` as pretraining has them, to keep what the model could do besides lines.
+* ``--motions pretrain``: the whole pretraining draw (lines and standing still) instead of lines only, to keep what
+  the model could do besides lines (pretraining also has ``--p-image 0.2 --p-appearance 0.2``).
 
 One JSON line on stdout (training wall time; per noise level the loss increase when the direction or colour words are
 swapped, with bootstrap 95% intervals); ``--out DIR`` also writes the trained ``WanPipeline`` folder, which

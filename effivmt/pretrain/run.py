@@ -165,9 +165,14 @@ def train_vae_decoder(out: Path, steps: int, batch_size: int, seed: int) -> None
     clock = StageClock()
     stats = load_file(str(out / "cache" / "latents.safetensors"))
     vae = AutoencoderKLWan.from_pretrained(str(out / "vae-clips" / "model")).train()
-    seeds = stats["seeds"].tolist()
     module = DecoderPretrainModule(
-        vae, stats["raw"], seeds, batch_size=batch_size, max_steps=steps, seed=seed, trail=world_trail(out)
+        vae,
+        stats["raw"],
+        stats["seeds"].tolist(),
+        batch_size=batch_size,
+        max_steps=steps,
+        seed=seed,
+        trail=world_trail(out),
     )
     data = torch.utils.data.DataLoader(Steps(), batch_size=None)
     _trainer(out, "vae-decoder", steps, 100, [clock]).fit(module, data, ckpt_path=_last(out, "vae-decoder"))
@@ -228,9 +233,9 @@ def cache_latents(out: Path, clips: int, seed: int) -> None:
     t0 = time.time()
     vae = AutoencoderKLWan.from_pretrained(str(out / "vae-clips" / "model")).eval()
     seeds = [seed * 100_000 + i for i in range(clips)]
-    chunks = []
+    chunks, trail = [], world_trail(out)
     for start in tqdm(range(0, clips, 16), desc="cache latents", unit="x16 clips"):
-        chunks.append(vae.encode(_rendered(seeds[start : start + 16], world_trail(out))).latent_dist.mode())
+        chunks.append(vae.encode(_rendered(seeds[start : start + 16], trail)).latent_dist.mode())
     raw = torch.cat(chunks)
     mean = raw.mean(dim=(0, 2, 3, 4))
     std = raw.std(dim=(0, 2, 3, 4))

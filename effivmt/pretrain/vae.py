@@ -182,8 +182,7 @@ class DecoderPretrainModule(L.LightningModule):
     a sample is a pair ``(z_0, z_k)`` of a random clip and ``k``: two latent frames to decode instead of nine,
     and more clips per step for the same time. The target is the clip rendered again from its seed (frame 0
     and frames ``4k-3 .. 4k``, with comet tails when ``trail``, as the cache was rendered; weighted L1 + MSE, as
-    :class:`VaePretrainModule`). Draws come from a generator
-    seeded by the step, so a resumed run replays them.
+    :class:`VaePretrainModule`). Draws come from a generator seeded by the step, so a resumed run replays them.
     """
 
     def __init__(

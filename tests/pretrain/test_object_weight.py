@@ -67,5 +67,5 @@ def test_train_dit_renders_the_masks_once_and_records_the_weight(tmp_path, monke
     assert json.loads((tmp_path / "dit" / "done.json").read_text())["object_weight"] == 5.0
     masks = pretrain.cached_object_masks(tmp_path)
     assert masks.shape == (4, 1, 9, 8, 8) and 0 < masks.mean() < 0.3
-    monkeypatch.setattr(pretrain, "render", None)  # stored: nothing is rendered again
+    monkeypatch.setattr(pretrain, "world_video", None)  # stored: nothing is rendered again
     assert torch.equal(pretrain.cached_object_masks(tmp_path), masks)
