@@ -218,7 +218,7 @@ def record_world(out: Path, trail: bool) -> None:
     write_json_atomic(out / WORLD_FILE, {"trail": trail})
 
 
-def _rendered(seeds: list[int], trail: bool = False) -> torch.Tensor:
+def _rendered(seeds: list[int], trail: bool) -> torch.Tensor:
     """The pretraining clips of ``seeds`` as the VAE takes them: ``(B, 3, F, H, W)`` in [-1, 1]."""
     return world_video([sample_scene(s) for s in seeds], MICRO_FRAMES, MICRO_SIZE, MICRO_SIZE, trail=trail)
 
