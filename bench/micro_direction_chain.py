@@ -99,8 +99,8 @@ def chain(args: argparse.Namespace) -> dict:
     if args.pack is not None:
         from effivmt.pretrain.run import pack_folder
 
+        write_json_atomic(Path(model) / "chain.json", result)  # packed with the weights, in one rename
         pack_folder(Path(model), args.pack)
-        write_json_atomic(args.pack / "chain.json", result)
     return result
 
 
