@@ -597,11 +597,12 @@ def _export(out: Path, name: str, marker: str, made_from: dict, model: Path, vae
 
 def pack_folder(src: Path, dest: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
     """Copy a pipeline folder with its floating-point weights in ``dtype`` (half the bytes; diffusers and
-    transformers load them back as float32 unless told otherwise). Configs lose ``_name_or_path``: the
-    folder a component was loaded from on the machine that trained it means nothing where the package goes."""
+    transformers load them back as float32 unless told otherwise). Configs and ``model_index.json`` lose
+    ``_name_or_path``: the folder a pipeline or component was loaded from on the machine that trained it means
+    nothing where the package goes."""
     with atomic_dir(dest) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
-        for file in tmp.rglob("config.json"):
+        for file in [*tmp.rglob("config.json"), *tmp.rglob("model_index.json")]:
             config = json.loads(file.read_text())
             if config.pop("_name_or_path", None) is not None:
                 file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

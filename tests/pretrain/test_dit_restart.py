@@ -88,9 +88,17 @@ def test_packed_folder_keeps_no_local_paths_and_loads_back(tmp_path):
     vae.save_pretrained(str(tmp_path / "src" / "vae"))
     config = tmp_path / "src" / "vae" / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "_name_or_path": "/work/run/vae-decoder/model"}))
+    index = {
+        "_class_name": "WanPipeline",
+        "_name_or_path": "/work/runs/mix-12000",
+        "vae": ["diffusers", "AutoencoderKLWan"],
+    }
+    (tmp_path / "src" / "model_index.json").write_text(json.dumps(index))
     pretrain.pack_folder(tmp_path / "src", tmp_path / "packed")
     packed = json.loads((tmp_path / "packed" / "vae" / "config.json").read_text())
     assert "_name_or_path" not in packed and packed["z_dim"] == 16
+    packed_index = json.loads((tmp_path / "packed" / "model_index.json").read_text())
+    assert "_name_or_path" not in packed_index and packed_index["vae"] == ["diffusers", "AutoencoderKLWan"]
     from diffusers import AutoencoderKLWan
 
     back = AutoencoderKLWan.from_pretrained(str(tmp_path / "packed" / "vae"))
